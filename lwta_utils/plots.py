@@ -1,0 +1,194 @@
+"""Tables and figures, generated from the records in ``results/`` only.
+
+Seaborn's colour-blind-safe palette; one colour per model, in profile order,
+in every figure; figures are saved atomically to ``figures/``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from .fileio import atomic_path
+from .results import load_records
+
+ATTACK_NAMES = {"none": "clean", "fgsm": "FGSM", "pgd_linf": "PGD-Linf"}
+
+
+def palette(cfg) -> dict[str, tuple]:
+    labels = [cfg.label(n) for n in cfg.models]
+    return dict(zip(labels, sns.color_palette("colorblind", max(len(labels), 3))))
+
+
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    return path
+
+
+def study_records(cfg) -> pd.DataFrame:
+    """The evaluation records of the models in the profile."""
+    df = load_records(cfg.results_dir)
+    return df[df["model"].isin(list(cfg.models))].reset_index(drop=True)
+
+
+def accuracy_table(cfg, eps: float | None = None) -> pd.DataFrame:
+    """Accuracy (%) with 95% Wilson interval per model: clean, then every attack at ``eps``
+    (default ``eval.headline_eps``)."""
+    eps = cfg.eval.headline_eps if eps is None else eps
+    df = study_records(cfg)
+    df = df[(df["attack"] == "none") | np.isclose(df["eps"], eps)]
+    rows = []
+    for name in cfg.models:
+        sub = df[df["model"] == name]
+        if sub.empty:
+            continue
+        row = {"model": cfg.label(name), "training": sub["training"].iloc[0],
+               "n": int(sub["n_examples"].iloc[0])}
+        for _, r in sub.iterrows():
+            col = ATTACK_NAMES.get(r["attack"], r["attack"])
+            if r["attack"] != "none":
+                col += f" ({r['steps']} steps)" if r["steps"] > 1 else ""
+            row[col] = f"{100 * r['accuracy']:.1f} [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("model")
+
+
+def _finish(fig, cfg, name: str):
+    save_figure(fig, cfg.figures_dir / name)
+    return fig
+
+
+def plot_true_class_probs(cfg, eps: float | None = None) -> plt.Figure:
+    """Seed 001's figure: distribution of the softmax probability of the true
+    class, per model, clean and under each attack at ``eps``."""
+    eps = cfg.eval.headline_eps if eps is None else eps
+    rows = []
+    for name in cfg.models:
+        path = cfg.results_dir / f"probs_{name}.npz"
+        if not path.is_file():
+            continue
+        with np.load(path) as data:
+            for key in data.files:
+                if key == "labels":
+                    continue
+                attack, e = key.split("@")
+                if attack != "none" and not np.isclose(float(e), eps):
+                    continue
+                cond = ATTACK_NAMES.get(attack, attack) + ("" if attack == "none" else f" (eps {float(e):g})")
+                rows.append(pd.DataFrame({"model": cfg.label(name), "condition": cond, "p_true": data[key]}))
+    df = pd.concat(rows, ignore_index=True)
+    grid = sns.displot(df, x="p_true", hue="model", col="condition", kind="hist", bins=20, binrange=(0, 1),
+                       stat="percent", common_norm=False, element="step", palette=palette(cfg),
+                       height=3.2, aspect=1.1, facet_kws={"sharey": False})
+    grid.set_axis_labels("probability of the true class", "test examples (%)")
+    grid.set_titles("{col_name}")
+    grid.figure.suptitle("Distribution of true-class probabilities (test split)", y=1.04)
+    return _finish(grid.figure, cfg, "true_class_probs.png")
+
+
+def plot_robustness_curves(cfg) -> plt.Figure:
+    """Accuracy versus eps per model and attack, with 95% Wilson bands."""
+    df = study_records(cfg)
+    clean = df[df["attack"] == "none"]
+    attacks = [a for a in df["attack"].unique() if a != "none"]
+    pal = palette(cfg)
+    fig, axes = plt.subplots(1, len(attacks), figsize=(4.2 * len(attacks), 3.4), squeeze=False, sharey=True)
+    for ax, attack in zip(axes[0], attacks):
+        for name in cfg.models:
+            label = cfg.label(name)
+            sub = pd.concat([clean[clean["model"] == name], df[(df["model"] == name) & (df["attack"] == attack)]])
+            sub = sub.sort_values("eps")
+            if sub.empty:
+                continue
+            ax.plot(sub["eps"], 100 * sub["accuracy"], marker="o", color=pal[label], label=label)
+            ax.fill_between(sub["eps"], 100 * sub["ci_low"], 100 * sub["ci_high"], color=pal[label], alpha=0.2)
+        ax.set_title(ATTACK_NAMES.get(attack, attack))
+        ax.set_xlabel("eps (Linf, pixel units in [0, 1])")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy (%)")
+    axes[0][-1].legend(loc="upper right", fontsize=8)
+    return _finish(fig, cfg, "robustness_curves.png")
+
+
+def plot_training_curves(cfg, names: list[str] | None = None) -> plt.Figure | None:
+    """Training loss and validation accuracy per epoch, from ``results/train_*.json``."""
+    names = names or list(cfg.models)
+    hist = []
+    for name in names:
+        path = cfg.results_dir / f"train_{name}.json"
+        if path.is_file():
+            rec = json.loads(path.read_text())
+            hist += [{"model": cfg.label(name), **h} for h in rec["history"]]
+    if not hist:
+        return None
+    df = pd.DataFrame(hist)
+    metrics = [c for c in ("train_loss", "val_acc", "val_pgd_acc") if c in df]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.0 * len(metrics), 3.2), squeeze=False)
+    for ax, col in zip(axes[0], metrics):
+        sns.lineplot(df, x="epoch", y=col, hue="model", palette=palette(cfg), marker="o", ax=ax)
+        ax.set_ylabel({"train_loss": "training loss (cross-entropy)", "val_acc": "validation accuracy",
+                       "val_pgd_acc": "validation PGD accuracy"}[col])
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    stem = "training_curves" if names == list(cfg.models) else "training_curves_" + "_".join(names)
+    return _finish(fig, cfg, f"{stem}.png")
+
+
+def plot_examples(cfg, splits, n_per_class: int = 8) -> plt.Figure:
+    """A grid of training digits, one row per class."""
+    k = splits.info.num_classes
+    fig, axes = plt.subplots(k, n_per_class, figsize=(n_per_class * 0.7, k * 0.7))
+    for c in range(k):
+        idx = (splits.y_train == c).nonzero().flatten()[:n_per_class]
+        for j, ax in enumerate(axes[c]):
+            ax.axis("off")
+            if j < len(idx):
+                img = splits.x_train[idx[j]].permute(1, 2, 0).squeeze(-1).numpy()
+                ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+    fig.suptitle(f"{splits.info.name}: training examples, one row per class")
+    return _finish(fig, cfg, "data_examples.png")
+
+
+def findings_text(cfg) -> str:
+    """A Markdown summary written from the records: per model, clean accuracy and
+    the lowest accuracy any attack reached at the headline eps."""
+    df = study_records(cfg)
+    eps = cfg.eval.headline_eps
+    lines = [f"Test split, first {cfg.eval.n_examples} digits, Linf eps = {eps:g} (pixel units); "
+             f"accuracy in % with 95% Wilson interval."]
+    for name in cfg.models:
+        sub = df[df["model"] == name]
+        if sub.empty:
+            lines.append(f"- **{cfg.label(name)}**: no records yet.")
+            continue
+        clean = sub[sub["attack"] == "none"].iloc[0]
+        atk = sub[(sub["attack"] != "none") & np.isclose(sub["eps"], eps)]
+        text = f"- **{cfg.label(name)}** ({clean['training']}): clean {_pct(clean)}"
+        if not atk.empty:
+            worst = atk.sort_values(["accuracy", "attack"]).iloc[0]
+            steps = f"-{worst['steps']}" if worst["steps"] > 1 else ""
+            text += (f"; strongest attack so far {ATTACK_NAMES.get(worst['attack'], worst['attack'])}{steps}: "
+                     f"{_pct(worst)}")
+        lines.append(text + ".")
+    return "\n".join(lines)
+
+
+def _pct(r) -> str:
+    return f"{100 * r['accuracy']:.1f}% [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
+
+
+def findings(cfg):
+    """``findings_text`` as rendered Markdown; also written to ``results/findings.md``."""
+    from IPython.display import Markdown
+
+    from .fileio import write_text
+
+    text = findings_text(cfg)
+    write_text(cfg.results_dir / "findings.md", text + "\n")
+    return Markdown(text)

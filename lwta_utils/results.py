@@ -1,0 +1,120 @@
+"""Result records: small JSON files in ``results/``, with full provenance.
+
+One evaluation record is one (model, attack, eps) cell: accuracy with its
+95% Wilson interval, the attack's parameters, the number of examples, seed,
+git SHA, package versions and wall time. Tables and figures are generated
+from these records only.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field, fields
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from .fileio import write_json
+from .paths import ROOT
+
+RECORD_VERSION = 1
+TRACKED_PACKAGES = ("torch", "numpy", "foolbox", "mlxtend", "pandas", "papermill", "torchvision")
+
+
+@functools.lru_cache(maxsize=1)
+def git_sha() -> str:
+    """The checkout's commit, with '+dirty' when tracked files differ; 'unknown' outside git."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (sha + ("+dirty" if dirty else "")) if sha else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@functools.lru_cache(maxsize=1)
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def provenance() -> dict:
+    return {"git_sha": git_sha(), "versions": package_versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval for a binomial proportion k / n."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+@dataclass
+class Record:
+    """One measured accuracy. ``attack`` is 'none' for clean accuracy."""
+
+    model: str
+    label: str
+    arch: str
+    activation: str
+    training: str
+    attack: str
+    eps: float
+    steps: int
+    step_size: float
+    restarts: int
+    eot_samples: int
+    n_examples: int
+    n_correct: int
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    split: str
+    dataset: str
+    seed: int
+    profile: str
+    wall_time_s: float
+    git_sha: str = field(default_factory=git_sha)
+    versions: dict = field(default_factory=package_versions)
+    record_version: int = RECORD_VERSION
+
+
+RECORD_FIELDS = tuple(f.name for f in fields(Record))
+
+
+def make_record(n_correct: int, n_examples: int, **kw) -> Record:
+    lo, hi = wilson_interval(n_correct, n_examples)
+    return Record(n_correct=n_correct, n_examples=n_examples, accuracy=n_correct / n_examples,
+                  ci_low=lo, ci_high=hi, **kw)
+
+
+def write_records(path: Path, records: list[Record]) -> Path:
+    """Write a list of records as one JSON file (atomically)."""
+    return write_json(path, {"record_version": RECORD_VERSION, "records": [asdict(r) for r in records]})
+
+
+def load_records(results_dir: Path, pattern: str = "eval_*.json") -> pd.DataFrame:
+    """All records under ``results_dir`` matching ``pattern``, as one table."""
+    rows = []
+    for p in sorted(Path(results_dir).glob(pattern)):
+        payload = json.loads(p.read_text())
+        for r in payload["records"]:
+            rows.append({**r, "source": p.name})
+    return pd.DataFrame(rows, columns=[*RECORD_FIELDS, "source"])

