@@ -43,13 +43,12 @@ def parse_set(items: list[str]) -> dict:
 
 def preflight(cfg: StudyConfig, notebooks: list[str]) -> None:
     """Files that the selected notebooks read but do not write must already exist."""
-    for name, m in cfg.models.items():
-        trainer = STAGE_NOTEBOOK[m.stage]
-        needed = [nb for nb in ("05_attacks",) if nb in notebooks]
-        path = cfg.models_dir / f"{name}.pt"
-        if needed and trainer not in notebooks and not path.is_file():
-            raise bad("notebooks", notebooks, f"{needed[0]} needs the checkpoint '{path}', which does not exist; "
-                      f"include {trainer} in the run")
+    if "05_attacks" in notebooks:
+        for name, m in cfg.models.items():
+            trainer, path = STAGE_NOTEBOOK[m.stage], cfg.models_dir / f"{name}.pt"
+            if trainer not in notebooks and not path.is_file():
+                raise bad("notebooks", notebooks, f"05_attacks needs the checkpoint '{path}', which does not "
+                          f"exist; include {trainer} in the run")
     if "06_analysis" in notebooks and "05_attacks" not in notebooks:
         missing = [n for n in cfg.models if not (cfg.results_dir / f"eval_{n}.json").is_file()]
         if missing:

@@ -169,7 +169,7 @@ def findings_text(cfg) -> str:
             continue
         clean = sub[sub["attack"] == "none"].iloc[0]
         atk = sub[(sub["attack"] != "none") & np.isclose(sub["eps"], eps)]
-        text = f"- **{cfg.label(name)}** ({clean['training']}): clean {_pct(clean)}"
+        text = f"- **{cfg.label(name)}**: clean {_pct(clean)}"
         if not atk.empty:
             worst = atk.sort_values(["accuracy", "attack"]).iloc[0]
             steps = f"-{worst['steps']}" if worst["steps"] > 1 else ""
