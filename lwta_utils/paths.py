@@ -32,3 +32,12 @@ def resolve(path: str | os.PathLike) -> Path:
     """An absolute path: ``path`` itself if absolute, else under the repository root."""
     p = Path(path).expanduser()
     return p if p.is_absolute() else (ROOT / p).resolve()
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the repository root when it lies inside it (no personal paths in reports)."""
+    p = resolve(path)
+    try:
+        return str(p.relative_to(ROOT)) or "."
+    except ValueError:
+        return str(p)

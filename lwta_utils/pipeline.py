@@ -21,7 +21,7 @@ import yaml
 
 from .config import STAGES, StudyConfig, load_config
 from .errors import ConfigError, bad
-from .paths import NOTEBOOKS_DIR
+from .paths import NOTEBOOKS_DIR, display_path
 
 CHAIN = ("00_data", "01_baseline", "02_lwta", "03_kwta", "04_adversarial_training", "05_attacks", "06_analysis")
 STAGE_NOTEBOOK = {"baseline": "01_baseline", "lwta": "02_lwta", "kwta": "03_kwta",
@@ -71,10 +71,9 @@ def run_chain(profile: str, *, out_dir: str | None = None, seed: int | None = No
     preflight(cfg, notebooks)
     executed_dir = cfg.reports_dir / "executed"
     executed_dir.mkdir(parents=True, exist_ok=True)
-    params = {"profile": profile, "seed": cfg.seed, "device": cfg.device, "out_dir": str(cfg.out),
+    params = {"profile": profile, "seed": cfg.seed, "device": cfg.device, "out_dir": display_path(cfg.out),
               "overrides": overrides or {}, "reuse_checkpoints": reuse}
     start = time.perf_counter()
-    done = []
     for i, nb in enumerate(notebooks, 1):
         src, dst = NOTEBOOKS_DIR / f"{nb}.ipynb", executed_dir / f"{nb}.ipynb"
         print(f"\n=== [{i}/{len(notebooks)}] {nb} (profile {profile}) ===", flush=True)
@@ -87,14 +86,14 @@ def run_chain(profile: str, *, out_dir: str | None = None, seed: int | None = No
                   f"{exc.ename}: {exc.evalue}\nThe executed copy with the error is {dst}", file=sys.stderr)
             raise SystemExit(1) from None
         print(f"=== {nb} done in {time.perf_counter() - t0:.1f}s ===", flush=True)
-        done.append(dst)
     out = None
-    if report and notebooks == list(CHAIN):
+    executed = [executed_dir / f"{nb}.ipynb" for nb in CHAIN]
+    if report and "06_analysis" in notebooks and all(p.is_file() for p in executed):
         from .report import build_report
 
-        out = build_report(done, cfg.reports_dir / "index.html", REPORT_TITLE,
+        out = build_report(executed, cfg.reports_dir / "index.html", REPORT_TITLE,
                            intro=f"Profile `{profile}`, seed {cfg.seed}. Every number below comes from the "
-                                 f"records in `results/` that the notebooks wrote.")
+                                 f"records in `{display_path(cfg.results_dir)}/` that the notebooks wrote.")
         print(f"report: {out}")
     print(f"chain finished in {time.perf_counter() - start:.1f}s", flush=True)
     return out
@@ -115,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     try:
-        run_chain(args.profile, out_dir=args.out, seed=args.seed, device=args.device,
+        out = None if args.out is None else display_path(Path(args.out).resolve())
+        run_chain(args.profile, out_dir=out, seed=args.seed, device=args.device,
                   overrides=parse_set(args.set), notebooks=args.notebooks, reuse=args.reuse,
                   kernel=args.kernel, report=not args.no_report)
     except ConfigError as exc:

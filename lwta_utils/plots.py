@@ -129,13 +129,14 @@ def plot_training_curves(cfg, names: list[str] | None = None) -> plt.Figure | No
         return None
     df = pd.DataFrame(hist)
     metrics = [c for c in ("train_loss", "val_acc", "val_pgd_acc") if c in df]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.0 * len(metrics), 3.2), squeeze=False)
-    for ax, col in zip(axes[0], metrics):
-        sns.lineplot(df, x="epoch", y=col, hue="model", palette=palette(cfg), marker="o", ax=ax)
-        ax.set_ylabel({"train_loss": "training loss (cross-entropy)", "val_acc": "validation accuracy",
-                       "val_pgd_acc": "validation PGD accuracy"}[col])
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.4), squeeze=False)
+    for i, (ax, col) in enumerate(zip(axes[0], metrics)):
+        sns.lineplot(df, x="epoch", y=col, hue="model", palette=palette(cfg), marker="o", ax=ax, legend=i == 0)
+        ax.set_ylabel({"train_loss": "training loss (CE on the training inputs)", "val_acc": "validation accuracy",
+                       "val_pgd_acc": "validation accuracy under PGD-10"}[col])
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
+    fig.tight_layout()
     stem = "training_curves" if names == list(cfg.models) else "training_curves_" + "_".join(names)
     return _finish(fig, cfg, f"{stem}.png")
 

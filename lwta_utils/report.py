@@ -30,7 +30,7 @@ def combine_notebooks(paths: list[Path], title: str, intro: str = "") -> nbforma
         out.cells.append(nbformat.v4.new_markdown_cell(f'<a id="{_anchor(p.stem)}"></a>\n\n---\n'))
         for cell in nb.cells:
             tags = cell.get("metadata", {}).get("tags", [])
-            if "injected-parameters" in tags or "report-hide" in tags:
+            if "parameters" in tags or "report-hide" in tags:
                 continue
             out.cells.append(cell)
     out.metadata = nbformat.read(paths[0], as_version=4).metadata if paths else {}

@@ -20,6 +20,7 @@ from .errors import ConfigError, check_choice
 from .evaluate import evaluate_model
 from .fileio import atomic_path, write_json
 from .models import build_model
+from .paths import display_path
 from .results import provenance, write_records
 from .runtime import get_device, seed_everything, set_threads
 from .train import fit
@@ -33,7 +34,8 @@ def setup(profile: str = "default", *, seed: int | None = None, device: str | No
     seed_everything(cfg.seed)
     if verbose:
         print(f"profile {cfg.profile!r}, seed {cfg.seed}, device {get_device(cfg.device)}, "
-              f"{threads} CPU threads, outputs under {cfg.out}")
+              f"{threads} CPU threads, outputs under {display_path(cfg.out)}/"
+              + (f", overrides {overrides}" if overrides else ""))
     return cfg
 
 
