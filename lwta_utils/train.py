@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: no ipywidgets needed in Jupyter or papermill
 
 from .attacks import pgd_linf
 from .config import TrainConfig
