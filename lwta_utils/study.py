@@ -79,9 +79,9 @@ def train_stage(cfg: StudyConfig, stage: str, splits: Splits, *, reuse: bool = F
     for name in names:
         m = cfg.models[name]
         path, chash = checkpoint_path(cfg, name), cfg.model_hash(name)
-        if reuse and path.is_file() and read_checkpoint(path).get("config_hash") == chash:
-            print(f"{name}: reusing {path} (configuration hash {chash} matches)")
-            ckpt = read_checkpoint(path)
+        ckpt = read_checkpoint(path) if reuse and path.is_file() else None
+        if ckpt is not None and ckpt.get("config_hash") == chash:
+            print(f"{name}: reusing {display_path(path)} (configuration hash {chash} matches)")
             rows.append({"model": name, **ckpt["metrics"]})
             continue
         seed_everything(cfg.seed)

@@ -20,11 +20,10 @@ from torch import nn
 from tqdm import tqdm  # text bars: no ipywidgets needed in Jupyter or papermill
 
 from .attacks import pgd_linf
-from .config import TrainConfig
+from .config import ADV_METHODS, TrainConfig
 from .data import Splits, augment_batch
 from .evaluate import accuracy, eval_mode
 
-ADVERSARIAL_METHODS = ("none", "pgd")
 
 
 @dataclass
@@ -79,9 +78,9 @@ def validation_metric(model: nn.Module, splits: Splits, t: TrainConfig, device: 
 def fit(model: nn.Module, splits: Splits, t: TrainConfig, *, device: torch.device, seed: int,
         desc: str = "fit", progress: bool = True) -> FitResult:
     """Train ``model`` in place on ``splits``; load the best validation epoch at the end."""
-    if t.adversarial.method not in ADVERSARIAL_METHODS:
+    if t.adversarial.method not in ADV_METHODS:
         raise ValueError(f"parameter 'adversarial.method' = {t.adversarial.method!r} is not allowed: "
-                         f"choose one of {ADVERSARIAL_METHODS}")
+                         f"choose one of {ADV_METHODS}")
     gen = torch.Generator().manual_seed(seed)
     model.to(device)
     opt = make_optimizer(model, t)
