@@ -50,3 +50,7 @@ class Normalize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+
+# Activations defined in their own modules register themselves on import.
+from . import lwta  # noqa: E402,F401
