@@ -1,18 +1,24 @@
 """lwta_utils: all logic of the LWTA / local-competition robustness study.
 
 Modules: config (every hyperparameter, validated), data, layers (activation
-registry), models, train (one ``fit``), attacks, evaluate, results (records
+registry), lwta (the stochastic LWTA activation) with lwta_kernels, ibp (the
+IBP / stick-breaking variant and KL terms), switches (explicit randomness
+switches), lwta_stats, models, train (one ``fit``), attacks, evaluate, results (records
 and provenance), checkpoints, plots, report, pipeline (the headless chain),
 study (the steps the notebooks call).
 """
 from .config import StudyConfig, load_config
 from .data import load_data
 from .errors import ConfigError
-from .plots import (accuracy_table, findings, plot_examples, plot_robustness_curves, plot_training_curves,
-                    plot_true_class_probs, study_records)
+from .lwta_stats import draw_statistics, gradient_statistics, lwta_config_table, winner_statistics
+from .plots import (accuracy_table, findings, plot_examples, plot_gradient_cosine, plot_robustness_curves,
+                    plot_training_curves, plot_true_class_probs, plot_winner_stats, study_records)
+from .switches import set_switches, switches
 from .study import data_summary, evaluate_all, setup, stage_models, train_stage
 
 __version__ = "0.1.0"
 __all__ = ["findings", "StudyConfig", "load_config", "load_data", "ConfigError", "accuracy_table", "plot_examples",
            "plot_robustness_curves", "plot_training_curves", "plot_true_class_probs", "study_records",
-           "data_summary", "evaluate_all", "setup", "stage_models", "train_stage"]
+           "data_summary", "evaluate_all", "setup", "stage_models", "train_stage", "draw_statistics",
+           "gradient_statistics", "lwta_config_table", "winner_statistics", "plot_gradient_cosine",
+           "plot_winner_stats", "set_switches", "switches"]

@@ -90,6 +90,9 @@ class TrainConfig:
         'crop_flip' (the same plus a horizontal flip: the CIFAR recipe
         "crop 32 pad 4 + flip" with ``max_shift`` 4).
     max_shift: pixels.
+    loss: 'ce' (cross-entropy; the LWTA adversarial paper) or 'elbo'
+        (cross-entropy + KL / N_train: the IBP variant and seed 001's ELBO;
+        needs a model with KL terms, i.e. LWTA layers).
     adversarial: see :class:`AdversarialConfig`.
     """
 
@@ -106,6 +109,7 @@ class TrainConfig:
     val_attack_steps: int = 10
     augment: str = "none"
     max_shift: int = 2
+    loss: str = "ce"
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
 
 
@@ -118,6 +122,11 @@ class ModelConfig:
     activation_options: keyword options passed to the activation factory.
     depth / widen_factor: WideResNet depth (6n+4) and width k (WRN only).
     width: channel multiplier of the MNIST CNN (1 = 32/64 channels, 128 units).
+    ibp: multiply the weights of the layers feeding each activation by
+        stick-breaking utility indicators (the IBP variant; needs activation
+        'lwta'; ``lwta_utils.ibp``).
+    ibp_options: keyword options of the IBP gates (alpha, temperature,
+        threshold, a_init, b_init, t_init).
     stage: the notebook that trains it: 'baseline', 'lwta', 'kwta' or
         'adversarial_training'.
     label: display name in tables and figures (defaults to the key).
@@ -130,6 +139,8 @@ class ModelConfig:
     depth: int = 34
     widen_factor: int = 1
     width: int = 1
+    ibp: bool = False
+    ibp_options: dict[str, Any] = field(default_factory=dict)
     stage: str = "baseline"
     label: str = ""
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -162,12 +173,16 @@ class EvalConfig:
     n_examples: test examples evaluated (a fixed, stratified prefix).
     batch_size: examples per attack batch.
     headline_eps: the eps of the summary table (pixel units).
+    draws: forward passes per evaluated input for models with stochastic
+        layers (accuracy reported as mean, sd and worst of the draws);
+        deterministic models are evaluated once.
     attacks: see :class:`AttackConfig`.
     """
 
     n_examples: int = 1000
     batch_size: int = 250
     headline_eps: float = 0.3
+    draws: int = 5
     attacks: list[AttackConfig] = field(default_factory=list)
 
 
@@ -177,6 +192,7 @@ OPTIMIZERS = ("sgd", "adam")
 AUGMENTS = ("none", "shift", "crop_flip")
 ADV_METHODS = ("none", "pgd")
 SELECT_METRICS = ("clean", "pgd")
+LOSSES = ("ce", "elbo")
 
 
 @dataclass
@@ -367,6 +383,10 @@ def validate(cfg: StudyConfig) -> None:
         check_choice(f"{p}.stage", m.stage, STAGES)
         check_range(f"{p}.width", m.width, 1, 16, integer=True)
         check_range(f"{p}.widen_factor", m.widen_factor, 1, 20, integer=True)
+        if m.ibp and m.activation != "lwta":
+            raise bad(f"{p}.ibp", m.ibp, f"the IBP variant needs activation 'lwta' (got {m.activation!r})")
+        if m.train.loss == "elbo" and m.activation != "lwta":
+            raise bad(f"{p}.train.loss", "elbo", f"the ELBO needs KL terms: activation 'lwta' (got {m.activation!r})")
         if m.arch == "wrn" and (m.depth - 4) % 6:
             raise bad(f"{p}.depth", m.depth, "WideResNet depth must be 6n+4 (e.g. 16, 28, 34)")
         t = m.train
@@ -386,6 +406,7 @@ def validate(cfg: StudyConfig) -> None:
         check_range(f"{p}.train.val_attack_steps", t.val_attack_steps, 1, integer=True)
         check_choice(f"{p}.train.augment", t.augment, AUGMENTS)
         check_range(f"{p}.train.max_shift", t.max_shift, 0, 8, integer=True)
+        check_choice(f"{p}.train.loss", t.loss, LOSSES)
         a = t.adversarial
         check_choice(f"{p}.train.adversarial.method", a.method, ADV_METHODS)
         check_range(f"{p}.train.adversarial.eps", a.eps, 0.0, 1.0)
@@ -398,6 +419,7 @@ def validate(cfg: StudyConfig) -> None:
     check_range("eval.n_examples", e.n_examples, 1, d.n_test, integer=True)
     check_range("eval.batch_size", e.batch_size, 1, integer=True)
     check_range("eval.headline_eps", e.headline_eps, 0.0, 1.0)
+    check_range("eval.draws", e.draws, 1, 1000, integer=True)
     for i, atk in enumerate(e.attacks):
         p = f"eval.attacks[{i}]"
         check_choice(f"{p}.name", atk.name, ATTACKS)

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from .attacks import attack_params, run_attack
-from .results import Record, make_record
+from .results import Record, make_draw_record
+from .switches import available_switches, get_switches
 
 
 @contextmanager
@@ -39,6 +40,17 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return (predict_logits(model, x, batch_size).argmax(1) == y.cpu()).float().mean().item()
 
 
+def is_stochastic(model: nn.Module) -> bool:
+    """Whether some layer of ``model`` draws fresh randomness on every forward pass now."""
+    return "stochastic" in available_switches(model) and any(
+        v.get("stochastic", False) for _, v in get_switches(model))
+
+
+def draw_logits(model: nn.Module, x: torch.Tensor, draws: int, batch_size: int = 500) -> torch.Tensor:
+    """Logits of ``draws`` forward passes, shape (draws, N, classes)."""
+    return torch.stack([predict_logits(model, x, batch_size) for _ in range(draws)])
+
+
 def true_class_probs(logits: torch.Tensor, y: torch.Tensor) -> np.ndarray:
     return torch.softmax(logits, 1).gather(1, y.view(-1, 1)).squeeze(1).numpy()
 
@@ -55,38 +67,46 @@ def attack_batched(model: nn.Module, name: str, x: torch.Tensor, y: torch.Tensor
 
 
 def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: list, *, batch_size: int,
-                   seed: int, meta: dict, progress: bool = True) -> tuple[list[Record], dict[str, np.ndarray]]:
+                   seed: int, meta: dict, draws: int = 1, progress: bool = True
+                   ) -> tuple[list[Record], dict[str, np.ndarray]]:
     """Clean accuracy, then every attack at every eps, in eval mode.
 
     ``attacks`` holds AttackConfig objects; ``meta`` the record fields that
     describe the model (model, label, arch, activation, training, split,
-    dataset, profile). Returns the records and, per (attack, eps), the
-    true-class probability of every example (for the distribution figures).
+    dataset, profile). A model with stochastic layers is evaluated with
+    ``draws`` forward passes per input (each attack itself runs once, with
+    its own draws). Returns the records and, per (attack, eps), the
+    true-class probability of every example, averaged over draws (for the
+    distribution figures).
     """
     records, probs = [], {}
     gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # the stochastic layers' draws
+    stochastic = is_stochastic(model)
+    n_draws = draws if stochastic else 1
     with eval_mode(model):
         t0 = time.perf_counter()
-        logits = predict_logits(model, x, batch_size)
-        records.append(make_record(int((logits.argmax(1) == y).sum()), len(y), attack="none", eps=0.0, steps=0,
-                                   step_size=0.0, restarts=0, eot_samples=1, seed=seed,
-                                   wall_time_s=time.perf_counter() - t0, **meta))
-        probs["none@0"] = true_class_probs(logits, y)
+        logits = draw_logits(model, x, n_draws, batch_size)
+        records.append(make_draw_record((logits.argmax(2) == y).numpy(), attack="none", eps=0.0, steps=0,
+                                        step_size=0.0, restarts=0, eot_samples=1, seed=seed, stochastic=stochastic,
+                                        wall_time_s=time.perf_counter() - t0, **meta))
+        probs["none@0"] = true_class_probs(logits.softmax(2).mean(0).log(), y)
         for atk in attacks:
             for eps in atk.eps:
                 params = attack_params(atk.name, {"eps": eps, "steps": atk.steps, "step_size": atk.step_size,
                                                   "restarts": atk.restarts, "random_start": atk.random_start})
                 t0 = time.perf_counter()
                 x_adv = attack_batched(model, atk.name, x, y, batch_size, gen, **params)
-                logits = predict_logits(model, x_adv, batch_size)
+                logits = draw_logits(model, x_adv, n_draws, batch_size)
                 wall = time.perf_counter() - t0
-                rec = make_record(int((logits.argmax(1) == y).sum()), len(y), attack=atk.name, eps=eps,
-                                  steps=params.get("steps", 1), step_size=params.get("step_size", eps),
-                                  restarts=params.get("restarts", 1), eot_samples=1, seed=seed,
-                                  wall_time_s=wall, **meta)
+                rec = make_draw_record((logits.argmax(2) == y).numpy(), attack=atk.name, eps=eps,
+                                       steps=params.get("steps", 1), step_size=params.get("step_size", eps),
+                                       restarts=params.get("restarts", 1), eot_samples=params.get("eot_samples", 1),
+                                       seed=seed, stochastic=stochastic, wall_time_s=wall, **meta)
                 records.append(rec)
-                probs[f"{atk.name}@{eps:g}"] = true_class_probs(logits, y)
+                probs[f"{atk.name}@{eps:g}"] = true_class_probs(logits.softmax(2).mean(0).log(), y)
                 if progress:
+                    spread = f" sd {rec.accuracy_sd:.3f} worst {rec.worst_accuracy:.3f}" if stochastic else ""
                     print(f"  {meta['model']:>16s} {atk.name:>9s} eps {eps:<5g} acc {rec.accuracy:.3f} "
-                          f"[{rec.ci_low:.3f}, {rec.ci_high:.3f}] ({wall:.1f}s)", flush=True)
+                          f"[{rec.ci_low:.3f}, {rec.ci_high:.3f}]{spread} ({wall:.1f}s)", flush=True)
     return records, probs

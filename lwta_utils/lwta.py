@@ -142,8 +142,7 @@ class LWTA(nn.Module, Switchable):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         hv = self.blocks(h)
-        if self.track_kl:
-            self.kl = kl_categorical_uniform(hv)
+        self.kl = kl_categorical_uniform(hv) if self.track_kl else None
         if self.mask_override is not None:
             return (hv * self.mask_override.to(hv.dtype)).view_as(h)
         fast = (self.kernel != "generic" and self.U == 2 and not (self.phase == "test" and self.test_mode != "sample"))

@@ -38,7 +38,7 @@ def study_records(cfg) -> pd.DataFrame:
 
 def accuracy_table(cfg, eps: float | None = None) -> pd.DataFrame:
     """Accuracy (%) with 95% Wilson interval per model: clean, then every attack at ``eps``
-    (default ``eval.headline_eps``)."""
+    (default ``eval.headline_eps``). Stochastic models: mean ± sd over ``eval.draws`` draws."""
     eps = cfg.eval.headline_eps if eps is None else eps
     df = study_records(cfg)
     df = df[(df["attack"] == "none") | np.isclose(df["eps"], eps)]
@@ -53,7 +53,8 @@ def accuracy_table(cfg, eps: float | None = None) -> pd.DataFrame:
             col = ATTACK_NAMES.get(r["attack"], r["attack"])
             if r["attack"] != "none":
                 col += f" ({r['steps']} steps)" if r["steps"] > 1 else ""
-            row[col] = f"{100 * r['accuracy']:.1f} [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
+            spread = f" ± {100 * r['accuracy_sd']:.1f}" if r.get("draws", 1) > 1 else ""
+            row[col] = f"{100 * r['accuracy']:.1f}{spread} [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
         rows.append(row)
     return pd.DataFrame(rows).set_index("model")
 
@@ -132,13 +133,62 @@ def plot_training_curves(cfg, names: list[str] | None = None) -> plt.Figure | No
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.4), squeeze=False)
     for i, (ax, col) in enumerate(zip(axes[0], metrics)):
         sns.lineplot(df, x="epoch", y=col, hue="model", palette=palette(cfg), marker="o", ax=ax, legend=i == 0)
-        ax.set_ylabel({"train_loss": "training loss (CE on the training inputs)", "val_acc": "validation accuracy",
+        ax.set_ylabel({"train_loss": "training objective (CE; + KL / N for the ELBO)", "val_acc": "validation accuracy",
                        "val_pgd_acc": "validation accuracy under PGD-10"}[col])
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     stem = "training_curves" if names == list(cfg.models) else "training_curves_" + "_".join(names)
     return _finish(fig, cfg, f"{stem}.png")
+
+
+def plot_winner_stats(cfg) -> plt.Figure | None:
+    """LWTA winner statistics from ``results/lwta_winners.json``: per model and layer, the distribution
+    over blocks of how often the first unit of a block wins, and the share of ~zero outputs."""
+    path = cfg.results_dir / "lwta_winners.json"
+    if not path.is_file():
+        return None
+    rec = json.loads(path.read_text())
+    freq = pd.DataFrame([{"model": cfg.label(m), "layer": L["layer"], "p": f[0]}
+                         for m, layers in rec["per_block"].items() for L in layers for f in L["win_freq"]])
+    rows = pd.DataFrame(rec["rows"])
+    models = list(dict.fromkeys(freq["model"]))
+    fig, axes = plt.subplots(len(models), 2, figsize=(10, 3.0 * len(models)), squeeze=False)
+    for i, model in enumerate(models):
+        ax = axes[i][0]
+        sns.histplot(freq[freq["model"] == model], x="p", hue="layer", bins=20, binrange=(0, 1), stat="percent",
+                     common_norm=False, element="step", palette="colorblind", ax=ax)
+        ax.set_xlabel("how often unit 1 of a block wins (share of inputs x positions)")
+        ax.set_ylabel("blocks (%)")
+        ax.set_title(f"{model}: winner frequency per block")
+        sub = rows[rows["model"] == model].melt(id_vars=["layer"], value_vars=[c for c in (
+            "output_sparsity", "ibp_kept_share") if c in rows and rows.loc[rows["model"] == model, c].notna().any()])
+        sns.barplot(sub, x="layer", y="value", hue="variable", palette="colorblind", ax=axes[i][1])
+        axes[i][1].set_ylim(0, 1)
+        axes[i][1].set_ylabel("share")
+        axes[i][1].set_xlabel("LWTA layer")
+        axes[i][1].set_title(f"{model}: ~zero outputs (losers) and IBP indicators kept")
+        axes[i][1].legend(fontsize=8)
+    fig.suptitle(f"LWTA winner statistics at test temperature, sampling on ({rec['n']} test inputs)", y=1.0)
+    fig.tight_layout()
+    return _finish(fig, cfg, "lwta_winners.png")
+
+
+def plot_gradient_cosine(cfg) -> plt.Figure | None:
+    """Cosine between input gradients of two forward passes, relaxed vs straight-through
+    (``results/lwta_gradients.json``)."""
+    path = cfg.results_dir / "lwta_gradients.json"
+    if not path.is_file():
+        return None
+    df = pd.DataFrame(json.loads(path.read_text())["rows"])
+    grid = sns.catplot(df, x="gradient", y="cos_mean", hue="model", col="temperature", kind="bar",
+                       palette=palette(cfg), height=3.2, aspect=1.2)
+    for ax in grid.axes.flat:
+        ax.axhline(0, color="black", lw=0.8)
+    grid.set_axis_labels("gradient mode", "mean cosine between two passes")
+    grid.set_titles("temperature: {col_name}")
+    grid.figure.suptitle("Are the input gradients of two forward passes alike?", y=1.04)
+    return _finish(grid.figure, cfg, "lwta_gradient_cosine.png")
 
 
 def plot_examples(cfg, splits, n_per_class: int = 8) -> plt.Figure:

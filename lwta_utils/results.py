@@ -22,7 +22,7 @@ import pandas as pd
 from .fileio import write_json
 from .paths import ROOT
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 TRACKED_PACKAGES = ("torch", "numpy", "foolbox", "mlxtend", "pandas", "papermill", "torchvision")
 
 
@@ -68,7 +68,14 @@ def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
 
 @dataclass
 class Record:
-    """One measured accuracy. ``attack`` is 'none' for clean accuracy."""
+    """One measured accuracy. ``attack`` is 'none' for clean accuracy.
+
+    For a model with stochastic layers every input is classified ``draws``
+    times: ``accuracy`` is the mean over draws (``n_correct`` its count,
+    rounded, with the Wilson interval), ``accuracy_sd`` the standard
+    deviation across draws and ``worst_accuracy`` the share of inputs
+    classified correctly in every draw. Deterministic models: one draw.
+    """
 
     model: str
     label: str
@@ -91,6 +98,10 @@ class Record:
     seed: int
     profile: str
     wall_time_s: float
+    draws: int = 1
+    accuracy_sd: float = 0.0
+    worst_accuracy: float = float("nan")
+    stochastic: bool = False
     git_sha: str = field(default_factory=git_sha)
     versions: dict = field(default_factory=package_versions)
     record_version: int = RECORD_VERSION
@@ -101,8 +112,21 @@ RECORD_FIELDS = tuple(f.name for f in fields(Record))
 
 def make_record(n_correct: int, n_examples: int, **kw) -> Record:
     lo, hi = wilson_interval(n_correct, n_examples)
+    kw.setdefault("worst_accuracy", n_correct / n_examples)
     return Record(n_correct=n_correct, n_examples=n_examples, accuracy=n_correct / n_examples,
                   ci_low=lo, ci_high=hi, **kw)
+
+
+def make_draw_record(correct: "np.ndarray", **kw) -> Record:
+    """A record from a (draws, n_examples) boolean array of correct predictions."""
+    import numpy as np
+
+    correct = np.asarray(correct, dtype=bool).reshape(-1, correct.shape[-1])
+    per_draw = correct.mean(1)
+    n = correct.shape[1]
+    return make_record(int(round(per_draw.mean() * n)), n, draws=correct.shape[0],
+                       accuracy_sd=float(per_draw.std(ddof=1)) if len(per_draw) > 1 else 0.0,
+                       worst_accuracy=float(correct.all(0).mean()), **kw)
 
 
 def write_records(path: Path, records: list[Record]) -> Path:

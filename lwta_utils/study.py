@@ -50,8 +50,10 @@ def checkpoint_path(cfg: StudyConfig, name: str) -> Path:
 
 
 def training_name(cfg: StudyConfig, name: str) -> str:
-    a = cfg.models[name].train.adversarial
-    return "standard" if a.method == "none" else f"{a.method}-at(eps={a.eps:g},steps={a.steps})"
+    m = cfg.models[name]
+    a = m.train.adversarial
+    base = "standard" if a.method == "none" else f"{a.method}-at(eps={a.eps:g},steps={a.steps})"
+    return base + (" + IBP" if m.ibp else "") + (" + ELBO" if m.train.loss == "elbo" else "")
 
 
 def data_summary(cfg: StudyConfig, splits: Splits) -> pd.DataFrame:
@@ -130,7 +132,7 @@ def evaluate_all(cfg: StudyConfig, splits: Splits) -> pd.DataFrame:
                 "profile": cfg.profile}
         t0 = time.perf_counter()
         records, probs = evaluate_model(model, x, y, cfg.eval.attacks, batch_size=cfg.eval.batch_size,
-                                        seed=cfg.seed, meta=meta)
+                                        seed=cfg.seed, meta=meta, draws=cfg.eval.draws)
         write_records(cfg.results_dir / f"eval_{name}.json", records)
         with atomic_path(cfg.results_dir / f"probs_{name}.npz") as tmp:
             with open(tmp, "wb") as fh:

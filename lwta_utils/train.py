@@ -3,7 +3,11 @@
 Variants are selected by configuration, never by copies of the loop:
 standard training (``adversarial.method: none``) and Madry PGD adversarial
 training (``pgd``: cross-entropy on PGD examples only, built with the model
-in eval mode as in the TRADES and LWTA code). The checkpoint kept is the
+in eval mode and stochastic layers in phase 'test', as in the TRADES and
+LWTA code); loss 'ce' or 'elbo' (cross-entropy + KL / N_train, the IBP
+variant). Stochastic layers are switched to phase 'train' for the training
+forward pass only, explicitly (``lwta_utils.switches``), never through
+``model.train()``. The checkpoint kept is the
 epoch with the best validation metric (``select_metric``); the test split is
 never looked at here.
 """
@@ -23,6 +27,9 @@ from .attacks import pgd_linf
 from .config import ADV_METHODS, TrainConfig
 from .data import Splits, augment_batch
 from .evaluate import accuracy, eval_mode
+from .errors import bad
+from .ibp import has_kl_terms, model_kl
+from .switches import maybe_switches
 
 
 
@@ -81,6 +88,9 @@ def fit(model: nn.Module, splits: Splits, t: TrainConfig, *, device: torch.devic
     if t.adversarial.method not in ADV_METHODS:
         raise ValueError(f"parameter 'adversarial.method' = {t.adversarial.method!r} is not allowed: "
                          f"choose one of {ADV_METHODS}")
+    elbo = t.loss == "elbo"
+    if elbo and not has_kl_terms(model):
+        raise bad("train.loss", t.loss, "the ELBO needs a model with KL terms (LWTA layers, optionally IBP)")
     gen = torch.Generator().manual_seed(seed)
     model.to(device)
     opt = make_optimizer(model, t)
@@ -99,7 +109,7 @@ def fit(model: nn.Module, splits: Splits, t: TrainConfig, *, device: torch.devic
         model.train()
         eps = train_eps(t, epoch)
         perm = torch.randperm(n, generator=gen).to(device)
-        loss_sum = correct = 0.0
+        loss_sum = correct = kl_sum = 0.0
         t0 = time.perf_counter()
         batches = tqdm(range(steps_per_epoch), desc=f"{desc} epoch {epoch + 1}", leave=False,
                        disable=not progress, mininterval=5.0)
@@ -114,17 +124,23 @@ def fit(model: nn.Module, splits: Splits, t: TrainConfig, *, device: torch.devic
                 with eval_mode(model):
                     xb = pgd_linf(model, xb, yb, eps=eps, step_size=a.step_size, steps=a.steps,
                                   random_start=a.random_start, generator=gen)
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            with maybe_switches(model, phase="train", track_kl=True if elbo else None):
+                logits = model(xb)
+                loss = F.cross_entropy(logits, yb)
+                if elbo:
+                    kl = model_kl(model)
+                    kl_sum += kl.item() * len(yb)
+                    loss = loss + kl / n
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
             opt.step()
             loss_sum += loss.item() * len(yb)
             correct += (logits.argmax(1) == yb).sum().item()
         with eval_mode(model):
             metrics = validation_metric(model, splits, t, device, gen)
         row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_eps": eps,
-               "train_loss": loss_sum / n, "train_acc": correct / n, **metrics,
+               "train_loss": loss_sum / n, "train_acc": correct / n, **({"train_kl": kl_sum / n} if elbo else {}),
+               **metrics,
                "epoch_time_s": time.perf_counter() - t0}
         result.history.append(row)
         if not metrics[key] <= result.best_metric:  # also true while best is NaN

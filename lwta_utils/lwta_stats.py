@@ -1,0 +1,156 @@
+"""What the LWTA notebook measures: randomness across draws, winner statistics, gradient noise.
+
+Each function takes trained models, uses the explicit switches (never
+``model.train()``), writes a small JSON record to ``results/`` and returns a
+table. Every number is computed here from the models and the test split.
+"""
+from __future__ import annotations
+
+import dataclasses
+from contextlib import ExitStack
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .evaluate import draw_logits, eval_mode
+from .fileio import write_json
+from .ibp import IBPGate
+from .lwta import LWTA, lwta_layers
+from .results import provenance, wilson_interval
+from .switches import switches
+
+
+def lwta_model_names(cfg) -> list[str]:
+    return [n for n, m in cfg.models.items() if m.activation == "lwta"]
+
+
+def _load(cfg, names, device):
+    from .study import load_trained
+
+    return {n: load_trained(cfg, n, device)[0] for n in names}
+
+
+def draw_statistics(cfg, splits, names: list[str] | None = None, draws: int = 20, seed: int | None = None,
+                    device: str = "cpu") -> pd.DataFrame:
+    """Clean test accuracy over ``draws`` stochastic forward passes (mean, sd, min, max, worst-of-draws),
+    the share of test inputs whose predicted class changes across draws, and the accuracy of the
+    deterministic test modes (argmax winner, expectation). Writes ``results/lwta_draws.json``."""
+    names = lwta_model_names(cfg) if names is None else names
+    x, y = splits.x_test[: cfg.eval.n_examples], splits.y_test[: cfg.eval.n_examples]
+    seed = cfg.seed if seed is None else seed
+    rows = []
+    for name, model in _load(cfg, names, torch.device(device)).items():
+        torch.manual_seed(seed)
+        with eval_mode(model), switches(model, phase="test", stochastic=True, test_mode="sample"):
+            pred = draw_logits(model, x, draws).argmax(2)                  # (draws, N)
+        correct = (pred == y).float()
+        per_draw = correct.mean(1).numpy()
+        row = {"model": cfg.label(name), "n": len(y), "draws": draws,
+               "acc_mean": float(per_draw.mean()), "acc_sd": float(per_draw.std(ddof=1)),
+               "acc_min": float(per_draw.min()), "acc_max": float(per_draw.max()),
+               "acc_worst_of_draws": float(correct.min(0).values.mean()),
+               "share_changing": float((pred != pred[0]).any(0).float().mean())}
+        for mode in ("argmax", "expectation"):
+            with eval_mode(model), switches(model, phase="test", stochastic=False, test_mode=mode):
+                k = int((draw_logits(model, x, 1)[0].argmax(1) == y).sum())
+            row[f"acc_{mode}"] = k / len(y)
+            row[f"acc_{mode}_ci"] = list(wilson_interval(k, len(y)))
+        rows.append(row)
+    write_json(cfg.results_dir / "lwta_draws.json", {"rows": rows, "seed": seed, **provenance()})
+    return pd.DataFrame(rows).set_index("model")
+
+
+@torch.no_grad()
+def winner_statistics(cfg, splits, names: list[str] | None = None, n: int = 500, seed: int | None = None,
+                      device: str = "cpu") -> pd.DataFrame:
+    """Per model and LWTA layer, over ``n`` test inputs at test temperature with sampling on: how often
+    each unit of a block wins (the hard winner of the drawn mask) summarised over blocks, the share of
+    outputs that are ~0 (|y| < 1e-3 |h|, i.e. losers), and for IBP models the share of utility
+    indicators kept. Writes ``results/lwta_winners.json`` (with the per-block frequencies)."""
+    names = lwta_model_names(cfg) if names is None else names
+    x = splits.x_test[:n]
+    seed = cfg.seed if seed is None else seed
+    rows, detail = [], {}
+    for name, model in _load(cfg, names, torch.device(device)).items():
+        layers = lwta_layers(model)
+        gates = [m for m in model.modules() if isinstance(m, IBPGate)]
+        inputs: dict[LWTA, torch.Tensor] = {}
+        hooks = [m.register_forward_hook(lambda mod, inp, out: inputs.__setitem__(mod, inp[0])) for m in layers]
+        torch.manual_seed(seed)
+        with ExitStack() as stack:
+            stack.enter_context(eval_mode(model))
+            stack.enter_context(switches(model, phase="test", stochastic=True, test_mode="sample", keep_mask=True))
+            model(x)
+            masks = {m: m.last_mask for m in layers}
+        for h in hooks:
+            h.remove()
+        detail[name] = []
+        for i, m in enumerate(layers):
+            mask = masks[m]                                               # (B, K, U, ...)
+            wins = F.one_hot(mask.argmax(2), m.U).movedim(-1, 2).float()  # hard winners
+            freq = wins.movedim(0, 2).reshape(m.num_features // m.U, m.U, -1).mean(2)  # (K, U)
+            hv = m.blocks(inputs[m])
+            out = (hv * mask).abs()
+            row = {"model": cfg.label(name), "layer": f"{i + 1}: {m.kind} {m.num_features}",
+                   "unit0_win_share": float(freq[:, 0].mean()),
+                   "blocks_one_sided": float(((freq[:, 0] > 0.95) | (freq[:, 0] < 0.05)).float().mean()),
+                   "output_sparsity": float((out < 1e-3 * hv.abs().clamp_min(1e-12)).float().mean())}
+            if i < len(gates):
+                row["ibp_kept_share"] = gates[i].active_share()
+            rows.append(row)
+            detail[name].append({"layer": row["layer"], "win_freq": freq.tolist()})
+    write_json(cfg.results_dir / "lwta_winners.json", {"rows": rows, "per_block": detail, "n": len(x),
+                                                      "seed": seed, **provenance()})
+    return pd.DataFrame(rows).set_index(["model", "layer"])
+
+
+def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    x = x.clone().requires_grad_(True)
+    loss = F.cross_entropy(model(x), y, reduction="sum")
+    return torch.autograd.grad(loss, x)[0]
+
+
+def gradient_cosine(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gradient: str,
+                    phase: str = "test") -> np.ndarray:
+    """Per-example cosine between the input gradients of two forward passes (fresh draws each)."""
+    with eval_mode(model), switches(model, phase=phase, stochastic=True, test_mode="sample", gradient=gradient):
+        g1, g2 = input_gradient(model, x, y).flatten(1), input_gradient(model, x, y).flatten(1)
+    return F.cosine_similarity(g1, g2, dim=1, eps=1e-30).numpy()
+
+
+def gradient_statistics(cfg, splits, names: list[str] | None = None, n: int = 200, seed: int | None = None,
+                        device: str = "cpu") -> pd.DataFrame:
+    """Cosine similarity between input gradients of two passes, relaxed versus straight-through
+    gradient, at the test temperature (and, for reference, the training temperature).
+    Writes ``results/lwta_gradients.json``."""
+    names = lwta_model_names(cfg) if names is None else names
+    x, y = splits.x_test[:n], splits.y_test[:n]
+    seed = cfg.seed if seed is None else seed
+    rows = []
+    for name, model in _load(cfg, names, torch.device(device)).items():
+        for phase in ("test", "train"):
+            for gradient in ("relaxed", "straight_through"):
+                torch.manual_seed(seed)
+                cos = gradient_cosine(model, x, y, gradient, phase)
+                rows.append({"model": cfg.label(name), "temperature": "test (0.01)" if phase == "test"
+                             else "train (0.67)", "gradient": gradient, "n": len(cos),
+                             "cos_mean": float(cos.mean()), "cos_sd": float(cos.std(ddof=1)),
+                             "cos_median": float(np.median(cos))})
+    write_json(cfg.results_dir / "lwta_gradients.json", {"rows": rows, "seed": seed, **provenance()})
+    return pd.DataFrame(rows).set_index(["model", "temperature", "gradient"])
+
+
+def lwta_config_table(cfg) -> pd.DataFrame:
+    """Which LWTA model is which: the paper's setting or the IBP / ELBO variant."""
+    rows = []
+    for name in lwta_model_names(cfg):
+        m = cfg.models[name]
+        rows.append({"model": cfg.label(name), "ibp": m.ibp, "loss": m.train.loss,
+                     "adversarial": m.train.adversarial.method,
+                     "activation_options": dataclasses.asdict(m).get("activation_options") or "defaults",
+                     "setting": "IBP / ELBO variant (ICML 2019, seed 001)" if (m.ibp or m.train.loss == "elbo")
+                     else "the adversarial paper's layer (no IBP, no KL)"})
+    return pd.DataFrame(rows).set_index("model")
