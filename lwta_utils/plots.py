@@ -153,21 +153,24 @@ def plot_winner_stats(cfg) -> plt.Figure | None:
                          for m, layers in rec["per_block"].items() for L in layers for f in L["win_freq"]])
     rows = pd.DataFrame(rec["rows"])
     models = list(dict.fromkeys(freq["model"]))
-    fig, axes = plt.subplots(len(models), 2, figsize=(10, 3.0 * len(models)), squeeze=False)
+    fig, axes = plt.subplots(len(models), 2, figsize=(12, 3.2 * len(models)), squeeze=False,
+                             gridspec_kw={"width_ratios": [3, 2]})
+    names = {"output_sparsity": "outputs ~0 (losers)", "ibp_kept_share": "IBP indicators kept"}
     for i, model in enumerate(models):
         ax = axes[i][0]
         sns.histplot(freq[freq["model"] == model], x="p", hue="layer", bins=20, binrange=(0, 1), stat="percent",
                      common_norm=False, element="step", palette="colorblind", ax=ax)
         ax.set_xlabel("how often unit 1 of a block wins (share of inputs x positions)")
         ax.set_ylabel("blocks (%)")
-        ax.set_title(f"{model}: winner frequency per block")
+        ax.set_title(f"{model}: winner frequency per block", fontsize=10)
         sub = rows[rows["model"] == model].melt(id_vars=["layer"], value_vars=[c for c in (
             "output_sparsity", "ibp_kept_share") if c in rows and rows.loc[rows["model"] == model, c].notna().any()])
+        sub["variable"] = sub["variable"].map(names)
         sns.barplot(sub, x="layer", y="value", hue="variable", palette="colorblind", ax=axes[i][1])
         axes[i][1].set_ylim(0, 1)
         axes[i][1].set_ylabel("share")
         axes[i][1].set_xlabel("LWTA layer")
-        axes[i][1].set_title(f"{model}: ~zero outputs (losers) and IBP indicators kept")
+        axes[i][1].set_title(f"{model}: shares per layer", fontsize=10)
         axes[i][1].legend(fontsize=8)
     fig.suptitle(f"LWTA winner statistics at test temperature, sampling on ({rec['n']} test inputs)", y=1.0)
     fig.tight_layout()
