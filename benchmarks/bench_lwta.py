@@ -29,10 +29,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lwta_utils.data import DataInfo  # noqa: E402
-from lwta_utils.layers import register_activation  # noqa: E402
+from lwta_utils.layers import make_activation, register_activation  # noqa: E402
 from lwta_utils.lwta_kernels import compiled_available  # noqa: E402
 from lwta_utils.models import MnistCNN, PreActBlock  # noqa: E402
-from lwta_utils.layers import make_activation  # noqa: E402
 from lwta_utils.results import provenance  # noqa: E402
 from lwta_utils.switches import maybe_switches  # noqa: E402
 

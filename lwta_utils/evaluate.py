@@ -15,7 +15,7 @@ from torch import nn
 
 from .attacks import attack_params, run_attack
 from .results import Record, make_draw_record
-from .switches import available_switches, get_switches
+from .switches import get_switches
 
 
 @contextmanager
@@ -42,8 +42,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 def is_stochastic(model: nn.Module) -> bool:
     """Whether some layer of ``model`` draws fresh randomness on every forward pass now."""
-    return "stochastic" in available_switches(model) and any(
-        v.get("stochastic", False) for _, v in get_switches(model))
+    return any(v.get("stochastic", False) for _, v in get_switches(model))
 
 
 def draw_logits(model: nn.Module, x: torch.Tensor, draws: int, batch_size: int = 500) -> torch.Tensor:
@@ -51,8 +50,9 @@ def draw_logits(model: nn.Module, x: torch.Tensor, draws: int, batch_size: int =
     return torch.stack([predict_logits(model, x, batch_size) for _ in range(draws)])
 
 
-def true_class_probs(logits: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-    return torch.softmax(logits, 1).gather(1, y.view(-1, 1)).squeeze(1).numpy()
+def mean_true_class_probs(logits: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """True-class probability per example, averaged over the draws of (draws, N, classes) logits."""
+    return logits.softmax(2).mean(0).gather(1, y.view(-1, 1)).squeeze(1).numpy()
 
 
 def attack_batched(model: nn.Module, name: str, x: torch.Tensor, y: torch.Tensor, batch_size: int,
@@ -90,7 +90,7 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: 
         records.append(make_draw_record((logits.argmax(2) == y).numpy(), attack="none", eps=0.0, steps=0,
                                         step_size=0.0, restarts=0, eot_samples=1, seed=seed, stochastic=stochastic,
                                         wall_time_s=time.perf_counter() - t0, **meta))
-        probs["none@0"] = true_class_probs(logits.softmax(2).mean(0).log(), y)
+        probs["none@0"] = mean_true_class_probs(logits, y)
         for atk in attacks:
             for eps in atk.eps:
                 params = attack_params(atk.name, {"eps": eps, "steps": atk.steps, "step_size": atk.step_size,
@@ -104,7 +104,7 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: 
                                        restarts=params.get("restarts", 1), eot_samples=params.get("eot_samples", 1),
                                        seed=seed, stochastic=stochastic, wall_time_s=wall, **meta)
                 records.append(rec)
-                probs[f"{atk.name}@{eps:g}"] = true_class_probs(logits.softmax(2).mean(0).log(), y)
+                probs[f"{atk.name}@{eps:g}"] = mean_true_class_probs(logits, y)
                 if progress:
                     spread = f" sd {rec.accuracy_sd:.3f} worst {rec.worst_accuracy:.3f}" if stochastic else ""
                     print(f"  {meta['model']:>16s} {atk.name:>9s} eps {eps:<5g} acc {rec.accuracy:.3f} "

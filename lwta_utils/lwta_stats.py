@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .evaluate import draw_logits, eval_mode
+from .attacks import input_gradient
+from .evaluate import draw_logits, eval_mode, predict_logits
 from .fileio import write_json
 from .ibp import IBPGate
 from .lwta import LWTA, lwta_layers
@@ -55,7 +56,7 @@ def draw_statistics(cfg, splits, names: list[str] | None = None, draws: int = 20
                "share_changing": float((pred != pred[0]).any(0).float().mean())}
         for mode in ("argmax", "expectation"):
             with eval_mode(model), switches(model, phase="test", stochastic=False, test_mode=mode):
-                k = int((draw_logits(model, x, 1)[0].argmax(1) == y).sum())
+                k = int((predict_logits(model, x).argmax(1) == y).sum())
             row[f"acc_{mode}"] = k / len(y)
             row[f"acc_{mode}_ci"] = list(wilson_interval(k, len(y)))
         rows.append(row)
@@ -105,12 +106,6 @@ def winner_statistics(cfg, splits, names: list[str] | None = None, n: int = 500,
     write_json(cfg.results_dir / "lwta_winners.json", {"rows": rows, "per_block": detail, "n": len(x),
                                                       "seed": seed, **provenance()})
     return pd.DataFrame(rows).set_index(["model", "layer"])
-
-
-def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    x = x.clone().requires_grad_(True)
-    loss = F.cross_entropy(model(x), y, reduction="sum")
-    return torch.autograd.grad(loss, x)[0]
 
 
 def gradient_cosine(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gradient: str,
