@@ -49,14 +49,29 @@ class DataConfig:
 
 @dataclass
 class AdversarialConfig:
-    """Adversarial training (Madry et al.): CE on PGD examples only.
+    """What the model is trained on instead of (or beside) the clean batch
+    (``lwta_utils.adversarial``).
 
-    method: 'none' (standard training) or 'pgd' (Madry PGD-AT).
-    eps: Linf radius in pixel units ([0, 1] scale).
+    method: 'none' (standard training); 'pgd' (Madry PGD-AT); 'fgsm';
+        'cw' (Carlini-Wagner L2); 'gaussian' (Gaussian-noise augmentation:
+        every batch gets N(0, noise_std^2) pixel noise); 'mixed' (seed 001:
+        per iteration u ~ U{0..7}: 0 Gaussian noise, 1 FGSM, 2 PGD, 3 CW,
+        4-7 clean; a slot whose branch is not in ``mixed_branches`` is clean).
+    eps: Linf radius in pixel units ([0, 1] scale) of PGD, FGSM and CW.
     step_size: PGD step in pixel units.
     steps: PGD iterations per batch.
     random_start: start PGD from a uniform point in the eps-ball.
-    eps_warmup_epochs: epochs over which eps ramps linearly from 0 to ``eps``.
+    eps_warmup_epochs: epochs over which eps ramps linearly from 0 to ``eps``
+        (counted from the first adversarial epoch).
+    label: labels the attack maximises the loss of: 'true' (Madry) or
+        'predicted' (the model's own clean prediction: PNI and k-WTA AT).
+    clean_weight: loss = clean_weight * CE(clean) + (1 - clean_weight) *
+        CE(adversarial); 0 = adversarial only (Madry), 0.5 = PNI.
+    clean_epochs: first epochs trained on clean batches only (PNI: 5).
+    noise_std: standard deviation of the Gaussian-noise branch, pixel units.
+    mixed_branches: the branches 'mixed' draws from ('noise', 'fgsm', 'pgd', 'cw').
+    cw_c / cw_kappa / cw_steps / cw_lr: the CW branch (seed 001: 1e-4,
+        0.01, 3 Adam steps of 0.01); its result is clipped to the eps-ball.
     """
 
     method: str = "none"
@@ -65,6 +80,33 @@ class AdversarialConfig:
     steps: int = 40
     random_start: bool = True
     eps_warmup_epochs: int = 0
+    label: str = "true"
+    clean_weight: float = 0.0
+    clean_epochs: int = 0
+    noise_std: float = 0.3
+    mixed_branches: list[str] = field(default_factory=lambda: ["noise", "fgsm", "pgd", "cw"])
+    cw_c: float = 1e-4
+    cw_kappa: float = 0.01
+    cw_steps: int = 3
+    cw_lr: float = 0.01
+
+
+@dataclass
+class GammaScheduleConfig:
+    """k-WTA's incremental gamma schedule (REFERENCE section 2): train at
+    ``start``, lower gamma by ``step`` every ``every_epochs`` epochs down to the
+    model's ``activation_options.gamma``; only epochs at the final gamma are
+    eligible for model selection.
+
+    start: first gamma (0 = no schedule). The paper: 0.2 (from a gamma = 0.2
+        model, see ``init_from``), step 0.005 every 2 epochs, SGD lr 0.001.
+    step: gamma decrement.
+    every_epochs: epochs between decrements.
+    """
+
+    start: float = 0.0
+    step: float = 0.005
+    every_epochs: int = 2
 
 
 @dataclass
@@ -77,6 +119,9 @@ class TrainConfig:
     lr: initial learning rate.
     momentum: SGD momentum (ignored by Adam).
     weight_decay: L2 penalty coefficient.
+    weight_decay_scope: which parameters it applies to: 'all' (every
+        parameter but PNI's noise scales alpha, never decayed) or 'wca' (only
+        the WCA head's L and classifier weight W: the WCA recipe).
     schedule: 'constant', 'cosine', 'multistep' (x ``lr_gamma`` at each of
         ``milestones``) or 'lwta' (the released LWTA code: constant until
         epoch ``milestones[0]``, then x ``lr_gamma`` every epoch).
@@ -90,10 +135,13 @@ class TrainConfig:
         'crop_flip' (the same plus a horizontal flip: the CIFAR recipe
         "crop 32 pad 4 + flip" with ``max_shift`` 4).
     max_shift: pixels.
-    loss: 'ce' (cross-entropy; the LWTA adversarial paper) or 'elbo'
+    loss: 'ce' (cross-entropy; the LWTA adversarial paper), 'elbo'
         (cross-entropy + KL / N_train: the IBP variant and seed 001's ELBO;
-        needs a model with KL terms, i.e. LWTA layers).
+        needs a model with KL terms, i.e. LWTA layers) or 'wca'
+        (cross-entropy - log tr(W Sigma W^T); needs head 'wca').
+    label_smoothing: cross-entropy label smoothing in [0, 1) (seed 001).
     adversarial: see :class:`AdversarialConfig`.
+    gamma_schedule: see :class:`GammaScheduleConfig` (k-WTA models only).
     """
 
     epochs: int = 10
@@ -102,6 +150,7 @@ class TrainConfig:
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 0.0
+    weight_decay_scope: str = "all"
     schedule: str = "cosine"
     milestones: list[int] = field(default_factory=list)
     lr_gamma: float = 0.1
@@ -110,7 +159,9 @@ class TrainConfig:
     augment: str = "none"
     max_shift: int = 2
     loss: str = "ce"
+    label_smoothing: float = 0.0
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+    gamma_schedule: GammaScheduleConfig = field(default_factory=GammaScheduleConfig)
 
 
 @dataclass
@@ -127,6 +178,20 @@ class ModelConfig:
         'lwta'; ``lwta_utils.ibp``).
     ibp_options: keyword options of the IBP gates (alpha, temperature,
         threshold, a_init, b_init, t_init).
+    pni: parametric noise injection (``lwta_utils.pni``): 'none', 'weight'
+        (PNI-W on every conv / linear layer), 'activation' (seed 001's noise
+        layers after pool1, pool2 and flatten; MNIST CNN only) or 'both'.
+    pni_options: alpha_init (0.25) and granularity ('layer' or 'channel') of
+        the weight noise; the activation noise has one scalar alpha per layer.
+    head: the classifier: 'linear' or 'wca' (``lwta_utils.wca``: fc to D
+        features, ReLU, N(0, L L^T) noise, fc).
+    head_options: WCA head options: dim (D, 32), noise_sharing ('example' or
+        'batch', the official code's).
+    activation_placement: WRN only: 'all' activations, or 'blocks' (the two of
+        every residual block; the final one stays ReLU: k-WTA's placement).
+    init_from: name of another model of the profile (trained by the same or
+        an earlier notebook) whose weights initialise this one (fine-tuning;
+        the k-WTA incremental schedule starts from the gamma = 0.2 model).
     stage: the notebook that trains it: 'baseline', 'lwta', 'kwta' or
         'adversarial_training'.
     label: display name in tables and figures (defaults to the key).
@@ -141,6 +206,12 @@ class ModelConfig:
     width: int = 1
     ibp: bool = False
     ibp_options: dict[str, Any] = field(default_factory=dict)
+    pni: str = "none"
+    pni_options: dict[str, Any] = field(default_factory=dict)
+    head: str = "linear"
+    head_options: dict[str, Any] = field(default_factory=dict)
+    activation_placement: str = "all"
+    init_from: str = ""
     stage: str = "baseline"
     label: str = ""
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -150,12 +221,13 @@ class ModelConfig:
 class AttackConfig:
     """One attack of the evaluation, run at every eps of ``eps``.
 
-    name: registry key (``lwta_utils.attacks.ATTACKS``): 'fgsm', 'pgd_linf'.
-    eps: Linf radii in pixel units.
+    name: registry key (``lwta_utils.attacks.ATTACKS``): 'fgsm', 'pgd_linf', 'cw_l2'.
+    eps: Linf radii in pixel units (CW: its example is clipped to the ball).
     steps: iterations (FGSM: 1).
-    step_size: step in pixel units (PGD); FGSM steps by eps.
+    step_size: step in pixel units (PGD); FGSM steps by eps; CW: Adam's lr.
     restarts: random restarts; a point counts as robust only if it survives all.
     random_start: start from a uniform point in the eps-ball.
+    c / kappa: CW's trade-off constant and confidence margin.
     """
 
     name: str = "pgd_linf"
@@ -164,6 +236,8 @@ class AttackConfig:
     step_size: float = 0.01
     restarts: int = 1
     random_start: bool = True
+    c: float = 1e-4
+    kappa: float = 0.01
 
 
 @dataclass
@@ -190,9 +264,12 @@ STAGES = ("baseline", "lwta", "kwta", "adversarial_training")
 SCHEDULES = ("constant", "cosine", "multistep", "lwta")
 OPTIMIZERS = ("sgd", "adam")
 AUGMENTS = ("none", "shift", "crop_flip")
-ADV_METHODS = ("none", "pgd")
+ADV_METHODS = ("none", "pgd", "fgsm", "cw", "gaussian", "mixed")
+ATTACK_LABELS = ("true", "predicted")
+MIXED_BRANCHES = ("noise", "fgsm", "pgd", "cw")
 SELECT_METRICS = ("clean", "pgd")
-LOSSES = ("ce", "elbo")
+LOSSES = ("ce", "elbo", "wca")
+WD_SCOPES = ("all", "wca")
 
 
 @dataclass
@@ -247,6 +324,8 @@ class StudyConfig:
         """Hash of everything a model's checkpoint depends on."""
         payload = {"model": dataclasses.asdict(self.models[name]),
                    "data": dataclasses.asdict(self.data), "seed": self.seed}
+        if self.models[name].init_from:  # a fine-tuned model depends on its starting point
+            payload["init_from"] = self.model_hash(self.models[name].init_from)
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -360,7 +439,8 @@ def validate(cfg: StudyConfig) -> None:
     from .attacks import ATTACKS
     from .data import DATASETS
     from .layers import ACTIVATIONS
-    from .models import MODELS
+    from .models import HEADS, MODELS, PLACEMENTS
+    from .pni import PNI_MODES
 
     check_range("seed", cfg.seed, 0, 2**32 - 1, integer=True)
     if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
@@ -387,6 +467,38 @@ def validate(cfg: StudyConfig) -> None:
             raise bad(f"{p}.ibp", m.ibp, f"the IBP variant needs activation 'lwta' (got {m.activation!r})")
         if m.train.loss == "elbo" and m.activation != "lwta":
             raise bad(f"{p}.train.loss", "elbo", f"the ELBO needs KL terms: activation 'lwta' (got {m.activation!r})")
+        check_choice(f"{p}.pni", m.pni, PNI_MODES)
+        check_choice(f"{p}.head", m.head, HEADS)
+        check_choice(f"{p}.activation_placement", m.activation_placement, PLACEMENTS)
+        if m.pni != "none" and m.ibp:
+            raise bad(f"{p}.pni", m.pni, "PNI and the IBP variant both rewrite the weight layers: use one")
+        if m.pni in ("activation", "both") and m.arch != "mnist_cnn":
+            raise bad(f"{p}.pni", m.pni, "activation noise sits at seed 001's positions of the MNIST CNN only")
+        if m.head != "wca" and m.head_options:
+            raise bad(f"{p}.head_options", m.head_options, "only head 'wca' takes options")
+        if m.train.loss == "wca" and m.head != "wca":
+            raise bad(f"{p}.train.loss", "wca", f"the WCA loss needs head 'wca' (got {m.head!r})")
+        if m.train.weight_decay_scope == "wca" and m.head != "wca":
+            raise bad(f"{p}.train.weight_decay_scope", "wca", f"needs head 'wca' (got {m.head!r})")
+        if m.init_from:
+            names = list(cfg.models)
+            if m.init_from not in names or names.index(m.init_from) >= names.index(name):
+                raise bad(f"{p}.init_from", m.init_from,
+                          "name a model defined earlier in the profile (it is trained first)")
+            src = cfg.models[m.init_from]
+            if STAGES.index(src.stage) > STAGES.index(m.stage):
+                raise bad(f"{p}.init_from", m.init_from,
+                          f"it is trained by a later notebook (stage {src.stage!r} after {m.stage!r})")
+            if (src.arch, src.width, src.depth, src.widen_factor) != (m.arch, m.width, m.depth, m.widen_factor):
+                raise bad(f"{p}.init_from", m.init_from, "must have the same architecture and size")
+        gs = m.train.gamma_schedule
+        if gs.start:
+            gamma = m.activation_options.get("gamma", 0.2)
+            if m.activation != "kwta":
+                raise bad(f"{p}.train.gamma_schedule.start", gs.start, "the gamma schedule needs activation 'kwta'")
+            check_range(f"{p}.train.gamma_schedule.start", gs.start, gamma, 1.0)
+            check_range(f"{p}.train.gamma_schedule.step", gs.step, 1e-6, 1.0)
+            check_range(f"{p}.train.gamma_schedule.every_epochs", gs.every_epochs, 1, integer=True)
         if m.arch == "wrn" and (m.depth - 4) % 6:
             raise bad(f"{p}.depth", m.depth, "WideResNet depth must be 6n+4 (e.g. 16, 28, 34)")
         t = m.train
@@ -407,14 +519,11 @@ def validate(cfg: StudyConfig) -> None:
         check_choice(f"{p}.train.augment", t.augment, AUGMENTS)
         check_range(f"{p}.train.max_shift", t.max_shift, 0, 8, integer=True)
         check_choice(f"{p}.train.loss", t.loss, LOSSES)
-        a = t.adversarial
-        check_choice(f"{p}.train.adversarial.method", a.method, ADV_METHODS)
-        check_range(f"{p}.train.adversarial.eps", a.eps, 0.0, 1.0)
-        check_range(f"{p}.train.adversarial.step_size", a.step_size, 0.0, 1.0)
-        check_range(f"{p}.train.adversarial.steps", a.steps, 1, integer=True)
-        check_range(f"{p}.train.adversarial.eps_warmup_epochs", a.eps_warmup_epochs, 0, integer=True)
-        if t.select_metric == "pgd" and a.method == "none":
-            raise bad(f"{p}.train.select_metric", "pgd", "'pgd' selection needs adversarial.method 'pgd'")
+        check_choice(f"{p}.train.weight_decay_scope", t.weight_decay_scope, WD_SCOPES)
+        check_range(f"{p}.train.label_smoothing", t.label_smoothing, 0.0, 0.99)
+        validate_adversarial(f"{p}.train.adversarial", t.adversarial)
+        if t.select_metric == "pgd" and t.adversarial.method == "none":
+            raise bad(f"{p}.train.select_metric", "pgd", "'pgd' selection needs an adversarial.method")
     e = cfg.eval
     check_range("eval.n_examples", e.n_examples, 1, d.n_test, integer=True)
     check_range("eval.batch_size", e.batch_size, 1, integer=True)
@@ -430,3 +539,25 @@ def validate(cfg: StudyConfig) -> None:
         check_range(f"{p}.steps", atk.steps, 1, integer=True)
         check_range(f"{p}.step_size", atk.step_size, 0.0, 1.0)
         check_range(f"{p}.restarts", atk.restarts, 1, integer=True)
+        check_range(f"{p}.c", atk.c, 0.0)
+        check_range(f"{p}.kappa", atk.kappa, 0.0)
+
+
+def validate_adversarial(p: str, a: AdversarialConfig) -> None:
+    check_choice(f"{p}.method", a.method, ADV_METHODS)
+    check_range(f"{p}.eps", a.eps, 0.0, 1.0)
+    check_range(f"{p}.step_size", a.step_size, 0.0, 1.0)
+    check_range(f"{p}.steps", a.steps, 1, integer=True)
+    check_range(f"{p}.eps_warmup_epochs", a.eps_warmup_epochs, 0, integer=True)
+    check_choice(f"{p}.label", a.label, ATTACK_LABELS)
+    check_range(f"{p}.clean_weight", a.clean_weight, 0.0, 1.0)
+    check_range(f"{p}.clean_epochs", a.clean_epochs, 0, integer=True)
+    check_range(f"{p}.noise_std", a.noise_std, 0.0, 1.0)
+    if not a.mixed_branches:
+        raise bad(f"{p}.mixed_branches", a.mixed_branches, f"give a non-empty subset of {MIXED_BRANCHES}")
+    for i, b in enumerate(a.mixed_branches):
+        check_choice(f"{p}.mixed_branches[{i}]", b, MIXED_BRANCHES)
+    check_range(f"{p}.cw_c", a.cw_c, 0.0)
+    check_range(f"{p}.cw_kappa", a.cw_kappa, 0.0)
+    check_range(f"{p}.cw_steps", a.cw_steps, 1, integer=True)
+    check_range(f"{p}.cw_lr", a.cw_lr, 0.0, 1.0)

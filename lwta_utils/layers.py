@@ -54,3 +54,4 @@ class Normalize(nn.Module):
 
 # Activations defined in their own modules register themselves on import.
 from . import lwta  # noqa: E402,F401
+from . import kwta, sparta  # noqa: E402,F401

@@ -50,10 +50,28 @@ def checkpoint_path(cfg: StudyConfig, name: str) -> Path:
 
 
 def training_name(cfg: StudyConfig, name: str) -> str:
+    """A short description of how ``name`` was trained, for tables and records."""
     m = cfg.models[name]
-    a = m.train.adversarial
-    base = "standard" if a.method == "none" else f"{a.method}-at(eps={a.eps:g},steps={a.steps})"
-    return base + (" + IBP" if m.ibp else "") + (" + ELBO" if m.train.loss == "elbo" else "")
+    t, a = m.train, m.train.adversarial
+    if a.method == "none":
+        base = "standard"
+    elif a.method == "gaussian":
+        base = f"gaussian-noise(std={a.noise_std:g})"
+    elif a.method == "mixed":
+        base = f"mixed-at({'+'.join(a.mixed_branches)},eps={a.eps:g})"
+    else:
+        base = f"{a.method}-at(eps={a.eps:g}" + (f",steps={a.steps}" if a.method == "pgd" else "") + ")"
+    if a.method != "none" and a.clean_weight:
+        base += f" {a.clean_weight:g} clean"
+    if a.method != "none" and a.label == "predicted":
+        base += " vs predicted labels"
+    extras = [("IBP", m.ibp), ("ELBO", t.loss == "elbo"), ("WCA loss", t.loss == "wca"),
+              (f"label smoothing {t.label_smoothing:g}", t.label_smoothing > 0),
+              (f"PNI-{m.pni}", m.pni != "none"),
+              (f"gamma {t.gamma_schedule.start:g}->{m.activation_options.get('gamma', 0.2):g}",
+               bool(t.gamma_schedule.start)),
+              (f"from {m.init_from}", bool(m.init_from))]
+    return base + "".join(f" + {label}" for label, on in extras if on)
 
 
 def data_summary(cfg: StudyConfig, splits: Splits) -> pd.DataFrame:
@@ -88,9 +106,12 @@ def train_stage(cfg: StudyConfig, stage: str, splits: Splits, *, reuse: bool = F
             continue
         seed_everything(cfg.seed)
         model = build_model(m, splits.info)
+        if m.init_from:  # fine-tuning: start from the weights of an earlier model of the profile
+            model.load_state_dict(load_trained(cfg, m.init_from, torch.device("cpu"))[0].state_dict())
         n_params = sum(p.numel() for p in model.parameters())
         print(f"{name}: {m.arch} / {m.activation}, {n_params:,} parameters, {training_name(cfg, name)}, "
-              f"{m.train.epochs} epochs on {len(splits.y_train)} examples")
+              f"{m.train.epochs} epochs on {len(splits.y_train)} examples"
+              + (f", initialised from {m.init_from}" if m.init_from else ""))
         res = fit(model, splits, m.train, device=device, seed=cfg.seed, desc=name)
         metrics = {"best_epoch": res.best_epoch, "select_metric": res.select_metric,
                    "best_val_metric": res.best_metric, "train_wall_time_s": res.wall_time_s,

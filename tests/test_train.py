@@ -70,5 +70,7 @@ def test_schedules():
 
 def test_eps_warmup():
     t = TrainConfig()
-    t.adversarial.eps, t.adversarial.eps_warmup_epochs = 0.3, 3
+    t.adversarial.method, t.adversarial.eps, t.adversarial.eps_warmup_epochs = "pgd", 0.3, 3
     assert [round(train_eps(t, e), 3) for e in range(4)] == [0.1, 0.2, 0.3, 0.3]
+    t.adversarial.clean_epochs = 2  # the PNI recipe: clean epochs first, then the warm-up
+    assert [round(train_eps(t, e), 3) for e in range(6)] == [0.0, 0.0, 0.1, 0.2, 0.3, 0.3]
