@@ -94,7 +94,8 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: 
         for atk in attacks:
             for eps in atk.eps:
                 params = attack_params(atk.name, {"eps": eps, "steps": atk.steps, "step_size": atk.step_size,
-                                                  "restarts": atk.restarts, "random_start": atk.random_start})
+                                                  "restarts": atk.restarts, "random_start": atk.random_start,
+                                                  "c": atk.c, "kappa": atk.kappa})
                 t0 = time.perf_counter()
                 x_adv = attack_batched(model, atk.name, x, y, batch_size, gen, **params)
                 logits = draw_logits(model, x_adv, n_draws, batch_size)
@@ -102,7 +103,8 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: 
                 rec = make_draw_record((logits.argmax(2) == y).numpy(), attack=atk.name, eps=eps,
                                        steps=params.get("steps", 1), step_size=params.get("step_size", eps),
                                        restarts=params.get("restarts", 1), eot_samples=params.get("eot_samples", 1),
-                                       seed=seed, stochastic=stochastic, wall_time_s=wall, **meta)
+                                       seed=seed, stochastic=stochastic, wall_time_s=wall,
+                                       attack_params=params, **meta)
                 records.append(rec)
                 probs[f"{atk.name}@{eps:g}"] = mean_true_class_probs(logits, y)
                 if progress:

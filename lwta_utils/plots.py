@@ -16,7 +16,7 @@ import seaborn as sns
 from .fileio import atomic_path
 from .results import load_records
 
-ATTACK_NAMES = {"none": "clean", "fgsm": "FGSM", "pgd_linf": "PGD-Linf"}
+ATTACK_NAMES = {"none": "clean", "fgsm": "FGSM", "pgd_linf": "PGD-Linf", "cw_l2": "CW-L2"}
 
 
 def palette(cfg) -> dict[str, tuple]:

@@ -22,7 +22,7 @@ import pandas as pd
 from .fileio import write_json
 from .paths import ROOT
 
-RECORD_VERSION = 2
+RECORD_VERSION = 3
 TRACKED_PACKAGES = ("torch", "numpy", "foolbox", "mlxtend", "pandas", "papermill", "torchvision")
 
 
@@ -102,6 +102,7 @@ class Record:
     accuracy_sd: float = 0.0
     worst_accuracy: float = float("nan")
     stochastic: bool = False
+    attack_params: dict = field(default_factory=dict)  # every parameter the attack ran with
     git_sha: str = field(default_factory=git_sha)
     versions: dict = field(default_factory=package_versions)
     record_version: int = RECORD_VERSION
