@@ -3,26 +3,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
+BENCHMARKS = {
+    "bench_lwta.py": ("relu", "lwta", "lwta_eager", "lwta_generic", "direct_gumbel_softmax"),
+    "bench_kwta.py": ("relu", "kwta", "kwta_topk", "kwta_scatter", "kwta_official",
+                      "official / auto (x faster)"),
+}
 
-def test_lwta_benchmark_prints_ratios(tmp_path):
+
+@pytest.mark.parametrize("script", sorted(BENCHMARKS))
+def test_benchmark_prints_its_ratios(tmp_path, script):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_lwta.py"), "--device", "cpu",
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--device", "cpu",
                            "--reps", "1", "--no-wrn", "--json", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for name in ("relu", "lwta", "lwta_eager", "lwta_generic", "direct_gumbel_softmax"):
-        assert f"  {name} " in proc.stdout
-    assert "ReLU" in proc.stdout and out.is_file()
-
-
-def test_kwta_benchmark_prints_both_ratios(tmp_path):
-    out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_kwta.py"), "--device", "cpu",
-                           "--reps", "1", "--no-wrn", "--json", str(out)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    for name in ("relu", "kwta", "kwta_topk", "kwta_scatter", "kwta_official"):
-        assert f"  {name} " in proc.stdout
-    assert "official / auto (x faster)" in proc.stdout and "x1." in proc.stdout and out.is_file()
+    for name in BENCHMARKS[script]:
+        assert f"  {name}" in proc.stdout, name
+    assert "x1." in proc.stdout and "ReLU" in proc.stdout and out.is_file()
