@@ -10,10 +10,10 @@ recipe (``clean_weight`` 0.5, ``label`` 'predicted', ``clean_epochs``)
 N_train, the IBP variant) or 'wca' (cross-entropy - log tr(W Sigma W^T)),
 with optional label smoothing; k-WTA's incremental gamma schedule. Layers
 with an ``after_step()`` method (the WCA head's re-projection of L) are
-called after every optimiser step. Stochastic layers are switched to phase 'train' for the training
-forward pass only, explicitly (``lwta_utils.switches``), never through
-``model.train()``. The checkpoint kept is the
-epoch with the best validation metric (``select_metric``); the test split is
+called after every optimiser step. Stochastic layers are switched to phase
+'train' for the training forward pass only, explicitly
+(``lwta_utils.switches``), never through ``model.train()``. The checkpoint
+kept is the epoch with the best validation metric (``select_metric``); the test split is
 never looked at here.
 """
 from __future__ import annotations

@@ -33,7 +33,7 @@ def test_smoke_chain_end_to_end(smoke_run):
         assert (out / "models" / f"{name}.pt").is_file()
         payload = json.loads((out / "results" / f"eval_{name}.json").read_text())
         recs = payload["records"]
-        assert {r["attack"] for r in recs} == {"none", "fgsm", "pgd_linf"}
+        assert {r["attack"] for r in recs} == {"none", "fgsm", "pgd_linf", "cw_l2"}
         assert all(set(RECORD_FIELDS) <= set(r) for r in recs)
         clean = [r for r in recs if r["attack"] == "none"][0]["accuracy"]
         assert all(r["accuracy"] <= clean for r in recs)

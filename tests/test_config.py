@@ -20,7 +20,11 @@ def test_default_profile_is_the_issue_setting():
     at = cfg.models["relu_pgdat"].train.adversarial
     assert at.method == "pgd" and at.eps == 0.3
     pgd = [a for a in cfg.eval.attacks if a.name == "pgd_linf"][0]
-    assert pgd.steps == 40 and pgd.step_size == 0.01 and pgd.random_start and 0.3 in pgd.eps
+    assert pgd.steps == 20 and pgd.step_size == 0.025 and pgd.random_start and 0.3 in pgd.eps
+    assert pgd.steps * pgd.step_size >= max(pgd.eps)  # PGD can reach the largest eps from the centre
+    defenses = {(m.activation, m.pni, m.head) for m in cfg.models.values()}
+    assert {("kwta", "none", "linear"), ("sparta", "none", "linear"), ("relu", "weight", "linear"),
+            ("relu", "none", "wca"), ("relu", "activation", "linear")} <= defenses  # every defense of issue 4
 
 
 @pytest.mark.parametrize("kwargs,match", [

