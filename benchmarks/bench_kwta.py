@@ -34,13 +34,9 @@ def variants(gamma: float) -> dict:
 
 
 def main(argv=None) -> dict:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    gamma = 0.2
-    if "--gamma" in argv:
-        i = argv.index("--gamma")
-        gamma = float(argv[i + 1])
-        del argv[i:i + 2]
-    a = parse_args(__doc__, argv)
+    a = parse_args(__doc__, argv, extra=lambda p: p.add_argument("--gamma", type=float, default=0.2,
+                                                                 help="share of values k-WTA keeps"))
+    gamma = a.gamma
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, gamma {gamma}, "
           f"numba kernel available: {_numba_kwta() is not None}")
     out = run_cases(a, variants(gamma), extra=lambda t: {

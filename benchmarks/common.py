@@ -79,8 +79,11 @@ def bench(models: dict, loss_fn, reps: int, device) -> tuple[dict, dict]:
             for k, v in times.items()}, times
 
 
-def parse_args(doc: str, argv=None, reps: int = 25):
+def parse_args(doc: str, argv=None, reps: int = 25, extra=None):
+    """The shared options; ``extra(parser)`` may add a benchmark's own."""
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    if extra:
+        extra(p)
     p.add_argument("--device", default="all", choices=["cpu", "cuda", "all"])
     p.add_argument("--reps", type=int, default=reps, help="repetitions for the MNIST CNN")
     p.add_argument("--wrn-reps", type=int, default=3, help="repetitions for the WRN block (slow on CPU)")

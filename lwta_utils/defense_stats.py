@@ -11,19 +11,14 @@ import json
 import pandas as pd
 import torch
 
-from .evaluate import draw_logits, eval_mode, is_stochastic, predict_logits
+from .evaluate import draw_logits, draw_summary, eval_mode, is_stochastic, predict_logits
 from .fileio import write_json
 from .kwta import KWTA
 from .pni import NoiseInjection, PNIConv2d, PNILinear
 from .results import provenance, wilson_interval
+from .study import load_models
 from .switches import switches
 from .wca import WCAHead
-
-
-def _load(cfg, names, device="cpu"):
-    from .study import load_trained
-
-    return {n: load_trained(cfg, n, torch.device(device))[0] for n in names}
 
 
 def _names(cfg, names, pick) -> list[str]:
@@ -38,7 +33,7 @@ def kwta_layer_table(cfg, splits, names: list[str] | None = None, n: int = 200) 
     names = _names(cfg, names, lambda m: m.activation == "kwta")
     x = splits.x_test[:n]
     rows = []
-    for name, model in _load(cfg, names).items():
+    for name, model in load_models(cfg, names).items():
         seen = []
         hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append((mod, out)))
                  for m in model.modules() if isinstance(m, KWTA)]
@@ -98,7 +93,7 @@ def noise_statistics(cfg, splits, names: list[str] | None = None, draws: int = 2
     names = _names(cfg, names, lambda m: m.pni != "none" or m.head == "wca")
     seed = cfg.seed if seed is None else seed
     rows = []
-    for name, model in _load(cfg, names).items():
+    for name, model in load_models(cfg, names).items():
         if not is_stochastic(model):
             continue
         torch.manual_seed(seed)
@@ -106,11 +101,7 @@ def noise_statistics(cfg, splits, names: list[str] | None = None, draws: int = 2
             pred = draw_logits(model, x, draws).argmax(2)
             with switches(model, stochastic=False):
                 k = int((predict_logits(model, x).argmax(1) == y).sum())
-        correct = (pred == y).float()
-        per_draw = correct.mean(1).numpy()
-        rows.append({"model": cfg.label(name), "n": len(y), "draws": draws, "acc_mean": float(per_draw.mean()),
-                     "acc_sd": float(per_draw.std(ddof=1)), "acc_worst_of_draws": float(correct.min(0).values.mean()),
-                     "share_changing": float((pred != pred[0]).any(0).float().mean()),
+        rows.append({"model": cfg.label(name), "n": len(y), "draws": draws, **draw_summary(pred, y),
                      "acc_noise_off": k / len(y), "acc_noise_off_ci": list(wilson_interval(k, len(y)))})
     write_json(cfg.results_dir / "noise_draws.json", {"rows": rows, "seed": seed, **provenance()})
     return pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame()
@@ -120,7 +111,7 @@ def pni_alpha_table(cfg, names: list[str] | None = None) -> pd.DataFrame:
     """The learned noise scales alpha of every PNI layer (initial value 0.25)."""
     names = _names(cfg, names, lambda m: m.pni != "none")
     rows = []
-    for name, model in _load(cfg, names).items():
+    for name, model in load_models(cfg, names).items():
         layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (PNIConv2d, PNILinear, NoiseInjection))]
         for lname, m in layers:
             a = m.alpha.detach().flatten()
@@ -137,7 +128,7 @@ def wca_table(cfg, names: list[str] | None = None) -> pd.DataFrame:
     is aligned with the classifier's weights; and the share of variance on Sigma's top eigenvector."""
     names = _names(cfg, names, lambda m: m.head == "wca")
     rows = []
-    for name, model in _load(cfg, names).items():
+    for name, model in load_models(cfg, names).items():
         for head in (m for m in model.modules() if isinstance(m, WCAHead)):
             sigma, W = head.covariance(), head.fc.weight
             D = sigma.shape[0]

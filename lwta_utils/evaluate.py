@@ -50,6 +50,17 @@ def draw_logits(model: nn.Module, x: torch.Tensor, draws: int, batch_size: int =
     return torch.stack([predict_logits(model, x, batch_size) for _ in range(draws)])
 
 
+def draw_summary(pred: torch.Tensor, y: torch.Tensor) -> dict:
+    """Accuracy over the draws of (draws, N) predictions: mean, sd and worst of draws (the share of
+    inputs classified correctly in every draw), and the share of inputs whose prediction changes."""
+    correct = (pred == y).float()
+    per_draw = correct.mean(1).numpy()
+    return {"acc_mean": float(per_draw.mean()), "acc_sd": float(per_draw.std(ddof=1)),
+            "acc_min": float(per_draw.min()), "acc_max": float(per_draw.max()),
+            "acc_worst_of_draws": float(correct.min(0).values.mean()),
+            "share_changing": float((pred != pred[0]).any(0).float().mean())}
+
+
 def mean_true_class_probs(logits: torch.Tensor, y: torch.Tensor) -> np.ndarray:
     """True-class probability per example, averaged over the draws of (draws, N, classes) logits."""
     return logits.softmax(2).mean(0).gather(1, y.view(-1, 1)).squeeze(1).numpy()

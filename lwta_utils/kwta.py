@@ -18,13 +18,15 @@ Kernels (how the threshold and mask are computed; the result is the same):
   value ``repeat``-ed to the input's size, a float mask, autograd through
   ``mask * x``. Kept as the benchmark's reference.
 - 'topk': the k-th largest from ``topk(k, sorted=False)`` under no_grad,
-  broadcast with ``view``; a bool mask saved for the backward.
-- 'scatter': ``topk`` indices ``scatter_``-ed into a bool mask (exactly k).
+  broadcast with ``view``; a float mask saved for the backward (a bool mask
+  would be converted to float by every multiply).
+- 'scatter': ``topk`` indices ``scatter_``-ed into the mask (exactly k).
 - 'numba': the k-th largest per row by a parallel sample-then-select kernel
   (a strided sample brackets the threshold, one pass counts the values
   above the bracket and collects those inside it, a partition of the
   few collected values gives the exact k-th largest; rows where the
-  bracket misses fall back to a full partition). CPU, float32.
+  bracket misses fall back to a full partition); the same pass writes the
+  output and the mask. CPU, float32.
 - 'auto': 'numba' for float32 CPU tensors when numba imports, else 'topk'.
 """
 from __future__ import annotations

@@ -16,22 +16,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attacks import input_gradient
-from .evaluate import draw_logits, eval_mode, predict_logits
+from .evaluate import draw_logits, draw_summary, eval_mode, predict_logits
 from .fileio import write_json
 from .ibp import IBPGate
 from .lwta import LWTA, lwta_layers
 from .results import provenance, wilson_interval
+from .study import load_models
 from .switches import switches
 
 
 def lwta_model_names(cfg) -> list[str]:
     return [n for n, m in cfg.models.items() if m.activation == "lwta"]
-
-
-def _load(cfg, names, device):
-    from .study import load_trained
-
-    return {n: load_trained(cfg, n, device)[0] for n in names}
 
 
 def draw_statistics(cfg, splits, names: list[str] | None = None, draws: int = 20, seed: int | None = None,
@@ -43,17 +38,11 @@ def draw_statistics(cfg, splits, names: list[str] | None = None, draws: int = 20
     x, y = splits.x_test[: cfg.eval.n_examples], splits.y_test[: cfg.eval.n_examples]
     seed = cfg.seed if seed is None else seed
     rows = []
-    for name, model in _load(cfg, names, torch.device(device)).items():
+    for name, model in load_models(cfg, names, device).items():
         torch.manual_seed(seed)
         with eval_mode(model), switches(model, phase="test", stochastic=True, test_mode="sample"):
             pred = draw_logits(model, x, draws).argmax(2)                  # (draws, N)
-        correct = (pred == y).float()
-        per_draw = correct.mean(1).numpy()
-        row = {"model": cfg.label(name), "n": len(y), "draws": draws,
-               "acc_mean": float(per_draw.mean()), "acc_sd": float(per_draw.std(ddof=1)),
-               "acc_min": float(per_draw.min()), "acc_max": float(per_draw.max()),
-               "acc_worst_of_draws": float(correct.min(0).values.mean()),
-               "share_changing": float((pred != pred[0]).any(0).float().mean())}
+        row = {"model": cfg.label(name), "n": len(y), "draws": draws, **draw_summary(pred, y)}
         for mode in ("argmax", "expectation"):
             with eval_mode(model), switches(model, phase="test", stochastic=False, test_mode=mode):
                 k = int((predict_logits(model, x).argmax(1) == y).sum())
@@ -75,7 +64,7 @@ def winner_statistics(cfg, splits, names: list[str] | None = None, n: int = 500,
     x = splits.x_test[:n]
     seed = cfg.seed if seed is None else seed
     rows, detail = [], {}
-    for name, model in _load(cfg, names, torch.device(device)).items():
+    for name, model in load_models(cfg, names, device).items():
         layers = lwta_layers(model)
         gates = [m for m in model.modules() if isinstance(m, IBPGate)]
         inputs: dict[LWTA, torch.Tensor] = {}
@@ -125,7 +114,7 @@ def gradient_statistics(cfg, splits, names: list[str] | None = None, n: int = 20
     x, y = splits.x_test[:n], splits.y_test[:n]
     seed = cfg.seed if seed is None else seed
     rows = []
-    for name, model in _load(cfg, names, torch.device(device)).items():
+    for name, model in load_models(cfg, names, device).items():
         for phase in ("test", "train"):
             for gradient in ("relaxed", "straight_through"):
                 torch.manual_seed(seed)

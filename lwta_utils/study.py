@@ -137,6 +137,11 @@ def load_trained(cfg: StudyConfig, name: str, device: torch.device) -> tuple[tor
     return model, ckpt
 
 
+def load_models(cfg: StudyConfig, names: list[str], device: str | torch.device = "cpu") -> dict[str, torch.nn.Module]:
+    """``load_trained`` for several models (each checked against the current configuration)."""
+    return {n: load_trained(cfg, n, torch.device(device))[0] for n in names}
+
+
 def evaluate_all(cfg: StudyConfig, splits: Splits) -> pd.DataFrame:
     """Evaluate every model of the profile on the first ``eval.n_examples`` test
     examples: clean, then each attack at each eps. Writes
