@@ -16,6 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip setuptools wheel
 	$(PY) -m pip install -e ".[test]"
+	$(PY) -m pip install --no-deps torchattacks==3.5.1   # its metadata wants torchvision and a CUDA torch
 	$(PY) -m ipykernel install --sys-prefix --name lwta-study --display-name "Python (lwta-study)"
 	touch $@
 

@@ -5,7 +5,9 @@ registry), lwta (the stochastic LWTA activation) with lwta_kernels, ibp (the
 IBP / stick-breaking variant and KL terms), kwta, pni, wca, sparta (the other
 defenses), adversarial (what a training step learns from), defense_stats,
 switches (explicit randomness
-switches), lwta_stats, models, train (one ``fit``), attacks, evaluate, results (records
+switches), lwta_stats, models, train (one ``fit``), attacks (ours) and
+attacks_external (foolbox, AutoAttack), evaluate, sanity (checks of an
+evaluation), results (records
 and provenance), checkpoints, plots, report, pipeline (the headless chain),
 study (the steps the notebooks call).
 """
@@ -15,8 +17,8 @@ from .defense_stats import (gamma_schedule_table, kwta_layer_table, mixed_branch
                             pni_alpha_table, training_history_table, wca_table)
 from .errors import ConfigError
 from .lwta_stats import draw_statistics, gradient_statistics, lwta_config_table, winner_statistics
-from .plots import (accuracy_table, findings, plot_examples, plot_gradient_cosine, plot_robustness_curves,
-                    plot_training_curves, plot_true_class_probs, plot_winner_stats, study_records)
+from .plots import (accuracy_table, findings, headline_table, plot_examples, plot_gradient_cosine, plot_robustness_curves,
+                    plot_training_curves, plot_true_class_probs, plot_winner_stats, sanity_table, study_records)
 from .switches import set_switches, switches
 from .study import data_summary, evaluate_all, setup, stage_models, train_stage
 
@@ -26,4 +28,5 @@ __all__ = ["findings", "StudyConfig", "load_config", "load_data", "ConfigError",
            "data_summary", "evaluate_all", "setup", "stage_models", "train_stage", "draw_statistics",
            "gradient_statistics", "lwta_config_table", "winner_statistics", "plot_gradient_cosine",
            "plot_winner_stats", "set_switches", "switches", "gamma_schedule_table", "kwta_layer_table",
-           "mixed_branch_table", "noise_statistics", "pni_alpha_table", "training_history_table", "wca_table"]
+           "mixed_branch_table", "noise_statistics", "pni_alpha_table", "training_history_table", "wca_table",
+           "headline_table", "sanity_table"]

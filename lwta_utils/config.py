@@ -221,16 +221,38 @@ class ModelConfig:
 class AttackConfig:
     """One attack of the evaluation, run at every eps of ``eps``.
 
-    name: registry key (``lwta_utils.attacks.ATTACKS``): 'fgsm', 'pgd_linf', 'cw_l2'.
-    eps: Linf radii in pixel units (CW: its example is clipped to the ball).
-    steps: iterations (FGSM: 1).
+    name: registry key (``lwta_utils.attacks.ATTACKS``), e.g. 'fgsm',
+        'pgd_linf', 'pgd_l2', 'cw_l2', 'transfer', 'smoothed_pgd', 'square',
+        'apgd_ce', 'autoattack', 'fb_deepfool_linf'.
+    id: the record's key (default: ``name``); two entries of the same attack
+        (PGD plain and with EOT, say) need different ids.
+    label: display name in tables (default: the registry's, with the id).
+    eps: radii in pixel units of the attack's norm (Linf <= 1; CW: its
+        example is clipped to the Linf ball).
+    steps: iterations (FGSM: 1; Square: see options.queries).
     step_size: step in pixel units (PGD); FGSM steps by eps; CW: Adam's lr.
     restarts: random restarts; a point counts as robust only if it survives all.
     random_start: start from a uniform point in the eps-ball.
     c / kappa: CW's trade-off constant and confidence margin.
+    eot_samples: gradients averaged per step on models with stochastic
+        layers (expectation over transformation); 1 on deterministic models.
+    gradient: 'model', 'straight_through' (BPDA through LWTA), 'expectation'
+        (LWTA's mean mask), 'deterministic' (noise off in the gradient pass);
+        a mode applies only to models that have its switches.
+    loss: 'ce', 'margin' or 'dlr' (our PGD).
+    applies_to: 'all', 'stochastic', 'deterministic', or an activation name
+        ('lwta', 'kwta', ...): which models the attack runs on.
+    n_examples: evaluate on this prefix of the evaluation subset (0: all of
+        ``eval.n_examples``).
+    surrogate: transfer attacks: the profile's model the examples are crafted on.
+    options: further parameters of the attack (e.g. smoothed_pgd's samples
+        and sigma, square's queries, autoattack's version, fb_cw_l2's
+        binary_steps).
     """
 
     name: str = "pgd_linf"
+    id: str = ""
+    label: str = ""
     eps: list[float] = field(default_factory=lambda: [0.3])
     steps: int = 40
     step_size: float = 0.01
@@ -238,6 +260,39 @@ class AttackConfig:
     random_start: bool = True
     c: float = 1e-4
     kappa: float = 0.01
+    eot_samples: int = 1
+    gradient: str = "model"
+    loss: str = "ce"
+    applies_to: str = "all"
+    n_examples: int = 0
+    surrogate: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.id or self.name
+
+
+@dataclass
+class SanityConfig:
+    """Thresholds of the automatic sanity checks (Carlini et al. 2019; AutoAttack's flags).
+
+    tolerance: accuracy (share) by which a check may be missed before it flags
+        (non-monotone in eps, more steps or EOT raising accuracy, black-box or
+        transfer beating white-box).
+    large_eps_accuracy: the highest accuracy allowed at the largest eps a
+        white-box attack ran at (it should reach about 0).
+    min_gradient_cosine: the lowest median cosine between the input gradients
+        of two passes before the gradients count as noise.
+    max_zero_gradients: the largest share of examples with an all-zero input gradient.
+    n_examples: examples of the gradient checks.
+    """
+
+    tolerance: float = 0.02
+    large_eps_accuracy: float = 0.1
+    min_gradient_cosine: float = 0.5
+    max_zero_gradients: float = 0.01
+    n_examples: int = 100
 
 
 @dataclass
@@ -250,14 +305,19 @@ class EvalConfig:
     draws: forward passes per evaluated input for models with stochastic
         layers (accuracy reported as mean, sd and worst of the draws);
         deterministic models are evaluated once.
+    standard_attack: the id of the standard, non-adaptive attack of the
+        headline table (evaluated at headline_eps).
     attacks: see :class:`AttackConfig`.
+    sanity: see :class:`SanityConfig`.
     """
 
     n_examples: int = 1000
     batch_size: int = 250
     headline_eps: float = 0.3
     draws: int = 5
+    standard_attack: str = "pgd_linf"
     attacks: list[AttackConfig] = field(default_factory=list)
+    sanity: SanityConfig = field(default_factory=SanityConfig)
 
 
 STAGES = ("baseline", "lwta", "kwta", "adversarial_training")
@@ -529,18 +589,62 @@ def validate(cfg: StudyConfig) -> None:
     check_range("eval.batch_size", e.batch_size, 1, integer=True)
     check_range("eval.headline_eps", e.headline_eps, 0.0, 1.0)
     check_range("eval.draws", e.draws, 1, 1000, integer=True)
+    check_range("eval.sanity.tolerance", e.sanity.tolerance, 0.0, 1.0)
+    check_range("eval.sanity.large_eps_accuracy", e.sanity.large_eps_accuracy, 0.0, 1.0)
+    check_range("eval.sanity.min_gradient_cosine", e.sanity.min_gradient_cosine, -1.0, 1.0)
+    check_range("eval.sanity.max_zero_gradients", e.sanity.max_zero_gradients, 0.0, 1.0)
+    check_range("eval.sanity.n_examples", e.sanity.n_examples, 1, e.n_examples, integer=True)
+    keys = [atk.key for atk in e.attacks]
     for i, atk in enumerate(e.attacks):
-        p = f"eval.attacks[{i}]"
-        check_choice(f"{p}.name", atk.name, ATTACKS)
-        if not atk.eps:
-            raise bad(f"{p}.eps", atk.eps, "give at least one eps in [0, 1]")
-        for j, eps in enumerate(atk.eps):
-            check_range(f"{p}.eps[{j}]", eps, 0.0, 1.0)
-        check_range(f"{p}.steps", atk.steps, 1, integer=True)
-        check_range(f"{p}.step_size", atk.step_size, 0.0, 1.0)
-        check_range(f"{p}.restarts", atk.restarts, 1, integer=True)
-        check_range(f"{p}.c", atk.c, 0.0)
-        check_range(f"{p}.kappa", atk.kappa, 0.0)
+        validate_attack(f"eval.attacks[{i}]", atk, cfg, e.n_examples)
+        if keys.count(atk.key) > 1:
+            raise bad(f"eval.attacks[{i}].id", atk.key, "ids must be unique: give each entry of the same attack an id")
+    if e.attacks and e.standard_attack not in keys:
+        raise bad("eval.standard_attack", e.standard_attack, f"must be one of the attacks' ids: {', '.join(keys)}")
+
+
+APPLIES_TO = ("all", "stochastic", "deterministic")
+
+
+def validate_attack(p: str, atk: AttackConfig, cfg: StudyConfig, n_examples: int) -> None:
+    import inspect
+
+    from .attacks import ATTACK_INFO, ATTACKS, GRADIENT_MODES, LOSSES as ATTACK_LOSSES
+    from .layers import ACTIVATIONS
+
+    check_choice(f"{p}.name", atk.name, ATTACKS)
+    if atk.id and not atk.id.replace("_", "").replace("-", "").isalnum():
+        raise bad(f"{p}.id", atk.id, "ids use letters, digits, '_' and '-' only")
+    if not atk.eps:
+        raise bad(f"{p}.eps", atk.eps, "give at least one eps")
+    linf = ATTACK_INFO[atk.name].norm == "linf" and atk.options.get("norm", "linf") == "linf"
+    for j, eps in enumerate(atk.eps):
+        check_range(f"{p}.eps[{j}]", eps, 0.0, 1.0 if linf else None)
+    check_range(f"{p}.steps", atk.steps, 1, integer=True)
+    check_range(f"{p}.step_size", atk.step_size, 0.0)
+    check_range(f"{p}.restarts", atk.restarts, 1, integer=True)
+    check_range(f"{p}.c", atk.c, 0.0)
+    check_range(f"{p}.kappa", atk.kappa, 0.0)
+    check_range(f"{p}.eot_samples", atk.eot_samples, 1, integer=True)
+    check_choice(f"{p}.gradient", atk.gradient, GRADIENT_MODES)
+    check_choice(f"{p}.loss", atk.loss, ATTACK_LOSSES)
+    check_choice(f"{p}.applies_to", atk.applies_to, APPLIES_TO + tuple(ACTIVATIONS))
+    check_range(f"{p}.n_examples", atk.n_examples, 0, n_examples, integer=True)
+    accepted = inspect.signature(ATTACKS[atk.name]).parameters
+    for field_name, default, given in (("eot_samples", 1, atk.eot_samples), ("gradient", "model", atk.gradient),
+                                       ("loss", "ce", atk.loss)):
+        if given != default and field_name not in accepted:
+            raise bad(f"{p}.{field_name}", given, f"attack '{atk.name}' does not take it")
+    if atk.name == "transfer":
+        check_choice(f"{p}.surrogate", atk.surrogate, cfg.models)
+    elif atk.surrogate:
+        raise bad(f"{p}.surrogate", atk.surrogate, "only transfer attacks take a surrogate")
+    own = {f.name for f in dataclasses.fields(AttackConfig)}
+    for k in atk.options:
+        if k in own or k not in accepted or k in ("model", "x", "y", "generator", "surrogate"):
+            allowed = sorted(set(accepted) - own - {"model", "x", "y", "generator", "surrogate"})
+            raise bad(f"{p}.options.{k}", atk.options[k],
+                      f"attack '{atk.name}' takes these options: {', '.join(allowed) or 'none'}")
 
 
 def validate_adversarial(p: str, a: AdversarialConfig) -> None:

@@ -6,6 +6,7 @@ found; attacks and evaluation never leave a model changed.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -13,9 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .attacks import attack_params, run_attack
+from .attacks import ATTACK_INFO, GRADIENT_MODES, attack_params, run_attack
+from .attacks_external import autoattack_version
 from .results import Record, make_draw_record
-from .switches import get_switches
+from .switches import available_switches, is_stochastic
 
 
 @contextmanager
@@ -38,11 +40,6 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
     return (predict_logits(model, x, batch_size).argmax(1) == y.cpu()).float().mean().item()
-
-
-def is_stochastic(model: nn.Module) -> bool:
-    """Whether some layer of ``model`` draws fresh randomness on every forward pass now."""
-    return any(v.get("stochastic", False) for _, v in get_switches(model))
 
 
 def draw_logits(model: nn.Module, x: torch.Tensor, draws: int, batch_size: int = 500) -> torch.Tensor:
@@ -77,49 +74,138 @@ def attack_batched(model: nn.Module, name: str, x: torch.Tensor, y: torch.Tensor
     return torch.cat(out)
 
 
-def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: list, *, batch_size: int,
-                   seed: int, meta: dict, draws: int = 1, progress: bool = True
-                   ) -> tuple[list[Record], dict[str, np.ndarray]]:
-    """Clean accuracy, then every attack at every eps, in eval mode.
+def applies(atk, model: nn.Module, activation: str) -> bool:
+    """Whether attack config ``atk`` runs on ``model``: its ``applies_to`` matches, and the
+    model has the switches its gradient mode sets (a noise-free gradient only where there is noise)."""
+    stochastic = is_stochastic(model)
+    target = atk.applies_to
+    if (target == "stochastic" and not stochastic) or (target == "deterministic" and stochastic):
+        return False
+    if target not in ("all", "stochastic", "deterministic") and target != activation:
+        return False
+    needed = GRADIENT_MODES[atk.gradient]
+    if not set(needed) <= set(available_switches(model)):
+        return False
+    return stochastic or "stochastic" not in needed
 
-    ``attacks`` holds AttackConfig objects; ``meta`` the record fields that
-    describe the model (model, label, arch, activation, training, split,
-    dataset, profile). A model with stochastic layers is evaluated with
-    ``draws`` forward passes per input (each attack itself runs once, with
-    its own draws). Returns the records and, per (attack, eps), the
-    true-class probability of every example, averaged over draws (for the
-    distribution figures).
+
+def run_params(atk, eps: float, stochastic: bool, seed: int) -> dict:
+    """The parameters attack config ``atk`` runs with at ``eps`` (EOT only on stochastic models)."""
+    base = {"eps": eps, "steps": atk.steps, "step_size": atk.step_size, "restarts": atk.restarts,
+            "random_start": atk.random_start, "c": atk.c, "kappa": atk.kappa,
+            "eot_samples": atk.eot_samples if stochastic else 1, "gradient": atk.gradient, "loss": atk.loss,
+            "seed": seed, **atk.options}
+    return attack_params(atk.name, base)
+
+
+@dataclass
+class ModelEvaluation:
+    """What ``evaluate_model`` measured on one model.
+
+    records: one per (attack, eps), clean first, the per-example worst case over attacks last.
+    probs: per 'attack@eps', the true-class probability of every example (mean over draws).
+    correct: per 'attack@eps', the (draws, n) correctness of every example in every draw.
     """
-    records, probs = [], {}
-    gen = torch.Generator().manual_seed(seed)
+
+    records: list[Record]
+    probs: dict[str, np.ndarray]
+    correct: dict[str, np.ndarray]
+
+    def __iter__(self):  # records, probs = evaluate_model(...)
+        return iter((self.records, self.probs))
+
+
+def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: list, *, batch_size: int,
+                   seed: int, meta: dict, draws: int = 1, surrogates: dict | None = None,
+                   headline_eps: float | None = None, progress: bool = True) -> ModelEvaluation:
+    """Clean accuracy, then every attack that applies to the model at every eps, in eval mode.
+
+    ``attacks`` holds AttackConfig objects (an attack with ``n_examples`` runs on that
+    prefix of ``x``); ``meta`` the record fields that describe the model (model, label,
+    arch, activation, training, split, dataset, profile); ``surrogates`` maps the names of
+    transfer attacks' surrogates to loaded models. A model with stochastic layers is
+    evaluated with ``draws`` forward passes per input (each attack itself runs once, with
+    its own draws). At ``headline_eps`` a last record, attack 'worst_case', counts an
+    example as robust in draw d only if it is classified correctly, clean and after every
+    Linf attack, in draw d (on the examples all of them ran on).
+    """
+    records, probs, correct = [], {}, {}
+    surrogates = surrogates or {}
     torch.manual_seed(seed)  # the stochastic layers' draws
     stochastic = is_stochastic(model)
     n_draws = draws if stochastic else 1
     with eval_mode(model):
         t0 = time.perf_counter()
         logits = draw_logits(model, x, n_draws, batch_size)
-        records.append(make_draw_record((logits.argmax(2) == y).numpy(), attack="none", eps=0.0, steps=0,
-                                        step_size=0.0, restarts=0, eot_samples=1, seed=seed, stochastic=stochastic,
-                                        wall_time_s=time.perf_counter() - t0, **meta))
+        correct["none@0"] = (logits.argmax(2) == y).numpy()
+        records.append(make_draw_record(correct["none@0"], attack="none", attack_name="none", attack_label="clean",
+                                        kind="clean", eps=0.0, steps=0, step_size=0.0, restarts=0, eot_samples=1,
+                                        seed=seed, stochastic=stochastic, wall_time_s=time.perf_counter() - t0, **meta))
         probs["none@0"] = mean_true_class_probs(logits, y)
         for atk in attacks:
+            if not applies(atk, model, meta.get("activation", "")):
+                continue
+            n = atk.n_examples or len(x)
+            info = ATTACK_INFO[atk.name]
             for eps in atk.eps:
-                params = attack_params(atk.name, {"eps": eps, "steps": atk.steps, "step_size": atk.step_size,
-                                                  "restarts": atk.restarts, "random_start": atk.random_start,
-                                                  "c": atk.c, "kappa": atk.kappa})
+                params = run_params(atk, eps, stochastic, seed)
+                recorded = dict(params)
+                if atk.name == "transfer":
+                    params["surrogate"] = surrogates[atk.surrogate]
+                    recorded["surrogate"] = atk.surrogate
+                if atk.name == "autoattack":
+                    recorded["version"] = autoattack_version(model, params.get("version", "auto"))
+                gen = torch.Generator().manual_seed(seed)  # the same start for every model (and transfer source)
                 t0 = time.perf_counter()
-                x_adv = attack_batched(model, atk.name, x, y, batch_size, gen, **params)
+                x_adv = attack_batched(model, atk.name, x[:n], y[:n], batch_size, gen, **params)
                 logits = draw_logits(model, x_adv, n_draws, batch_size)
                 wall = time.perf_counter() - t0
-                rec = make_draw_record((logits.argmax(2) == y).numpy(), attack=atk.name, eps=eps,
+                key = f"{atk.key}@{eps:g}"
+                correct[key] = (logits.argmax(2) == y[:n]).numpy()
+                label = atk.label or info.label
+                rec = make_draw_record(correct[key], attack=atk.key, attack_name=atk.name, attack_label=label,
+                                       norm=params.get("norm", info.norm), kind=info.kind,
+                                       gradient=params.get("gradient", "model"), eps=eps,
                                        steps=params.get("steps", 1), step_size=params.get("step_size", eps),
                                        restarts=params.get("restarts", 1), eot_samples=params.get("eot_samples", 1),
                                        seed=seed, stochastic=stochastic, wall_time_s=wall,
-                                       attack_params=params, **meta)
+                                       attack_params=recorded, **meta)
                 records.append(rec)
-                probs[f"{atk.name}@{eps:g}"] = mean_true_class_probs(logits, y)
+                probs[key] = mean_true_class_probs(logits, y[:n])
                 if progress:
                     spread = f" sd {rec.accuracy_sd:.3f} worst {rec.worst_accuracy:.3f}" if stochastic else ""
-                    print(f"  {meta['model']:>16s} {atk.name:>9s} eps {eps:<5g} acc {rec.accuracy:.3f} "
+                    print(f"  {meta['model']:>16s} {atk.key:>16s} eps {eps:<5g} n {n:<4d} acc {rec.accuracy:.3f} "
                           f"[{rec.ci_low:.3f}, {rec.ci_high:.3f}]{spread} ({wall:.1f}s)", flush=True)
-    return records, probs
+        if headline_eps is not None:
+            worst = worst_case_record(records, correct, headline_eps, seed=seed, stochastic=stochastic, meta=meta)
+            if worst is not None:
+                records.append(worst)
+                correct[f"worst_case@{headline_eps:g}"] = worst_case_correct(records[:-1], correct, headline_eps)[1]
+    return ModelEvaluation(records, probs, correct)
+
+
+def worst_case_correct(records: list[Record], correct: dict, eps: float) -> tuple[list[str], np.ndarray | None]:
+    """The Linf attacks at ``eps`` and the (draws, n) AND of their correctness with the clean one,
+    on the first n examples, n the smallest of their subsets."""
+    keys = [f"{r.attack}@{eps:g}" for r in records
+            if r.attack != "none" and r.norm == "linf" and np.isclose(r.eps, eps)]
+    if not keys:
+        return [], None
+    arrays = [correct["none@0"]] + [correct[k] for k in keys]
+    n = min(a.shape[1] for a in arrays)
+    both = np.ones_like(arrays[0][:, :n])
+    for a in arrays:
+        both &= a[:, :n]
+    return keys, both
+
+
+def worst_case_record(records: list[Record], correct: dict, eps: float, *, seed: int, stochastic: bool,
+                      meta: dict) -> Record | None:
+    keys, both = worst_case_correct(records, correct, eps)
+    if len(keys) < 2:
+        return None
+    ids = [k.rsplit("@", 1)[0] for k in keys]
+    return make_draw_record(both, attack="worst_case", attack_name="worst_case",
+                            attack_label=f"worst case over {len(ids)} attacks", kind="ensemble", eps=eps, steps=0,
+                            step_size=0.0, restarts=0, eot_samples=1, seed=seed, stochastic=stochastic,
+                            wall_time_s=0.0, attack_params={"attacks": ids, "n_examples": int(both.shape[1])}, **meta)

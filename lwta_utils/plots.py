@@ -17,6 +17,42 @@ from .fileio import atomic_path
 from .results import load_records
 
 ATTACK_NAMES = {"none": "clean", "fgsm": "FGSM", "pgd_linf": "PGD-Linf", "cw_l2": "CW-L2"}
+PROB_ATTACKS = ("fgsm", "pgd_linf", "cw_l2")  # seed 001's figure: natural, FGSM, PGD and CW
+NORM_UNITS = {"linf": "Linf, pixel units in [0, 1]", "l2": "L2, pixel units"}
+
+
+def attack_label(r) -> str:
+    """The display name of a record's attack: its label (the id when two entries share one),
+    with the number of steps for iterative attacks of our own."""
+    label = r.get("attack_label") if isinstance(r.get("attack_label"), str) and r.get("attack_label") else None
+    label = label or ATTACK_NAMES.get(r["attack"], r["attack"])
+    if r["attack"] in ("none", "worst_case"):
+        return label
+    steps = r.get("steps", 1)
+    if r.get("attack_name", r["attack"]) in ("pgd_linf", "pgd_l2", "transfer", "smoothed_pgd") and steps > 1:
+        label += f"-{steps}"
+    eot = r.get("eot_samples", 1)
+    if eot and eot > 1:
+        label += f", EOT {eot}"
+    if r.get("gradient") not in (None, "model") and isinstance(r.get("gradient"), str):
+        label += f", {r['gradient'].replace('_', '-')} gradient"
+    return label
+
+
+def sanity_flags(cfg) -> dict[str, list[str]]:
+    """Per model, the flags of its sanity checks (``results/sanity_<name>.json``)."""
+    out = {}
+    for name in cfg.models:
+        path = cfg.results_dir / f"sanity_{name}.json"
+        if path.is_file():
+            out[name] = json.loads(path.read_text())["flags"]
+    return out
+
+
+def _flags(flags: dict, name: str) -> str:
+    if name not in flags:
+        return "not checked"
+    return "; ".join(flags[name]) or "ok"
 
 
 def palette(cfg) -> dict[str, tuple]:
@@ -36,27 +72,85 @@ def study_records(cfg) -> pd.DataFrame:
     return df[df["model"].isin(list(cfg.models))].reset_index(drop=True)
 
 
+def _cell(r) -> str:
+    spread = f" ± {100 * r['accuracy_sd']:.1f}" if r.get("draws", 1) > 1 else ""
+    return f"{100 * r['accuracy']:.1f}{spread} [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
+
+
 def accuracy_table(cfg, eps: float | None = None) -> pd.DataFrame:
-    """Accuracy (%) with 95% Wilson interval per model: clean, then every attack at ``eps``
-    (default ``eval.headline_eps``). Stochastic models: mean ± sd over ``eval.draws`` draws."""
+    """Accuracy (%) with 95% Wilson interval per model: clean, then every Linf attack at ``eps``
+    (default ``eval.headline_eps``) and the sanity flags. Stochastic models: mean ± sd over
+    ``eval.draws`` draws. ``n`` is the number of test digits of the clean column (attacks
+    with fewer: see the headline table)."""
     eps = cfg.eval.headline_eps if eps is None else eps
     df = study_records(cfg)
-    df = df[(df["attack"] == "none") | np.isclose(df["eps"], eps)]
+    df = df[(df["attack"] == "none") | (np.isclose(df["eps"], eps) & (df["norm"].fillna("linf") == "linf"))]
+    flags = sanity_flags(cfg)
     rows = []
     for name in cfg.models:
         sub = df[df["model"] == name]
         if sub.empty:
             continue
-        row = {"model": cfg.label(name), "training": sub["training"].iloc[0],
-               "n": int(sub["n_examples"].iloc[0])}
+        row = {"model": cfg.label(name), "training": sub["training"].iloc[0], "n": int(sub["n_examples"].iloc[0])}
         for _, r in sub.iterrows():
-            col = ATTACK_NAMES.get(r["attack"], r["attack"])
-            if r["attack"] != "none":
-                col += f" ({r['steps']} steps)" if r["steps"] > 1 else ""
-            spread = f" ± {100 * r['accuracy_sd']:.1f}" if r.get("draws", 1) > 1 else ""
-            row[col] = f"{100 * r['accuracy']:.1f}{spread} [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
+            row[attack_label(r) + ("" if r["attack"] == "none" else f" (n {r['n_examples']})")] = _cell(r)
+        row["sanity flags"] = _flags(flags, name)
         rows.append(row)
     return pd.DataFrame(rows).set_index("model")
+
+
+def headline_rows(cfg, eps: float | None = None) -> list[dict]:
+    """Per model, the records of the headline: clean, the standard attack and the strongest
+    single attack at ``eps``, and the per-example worst case over all attacks."""
+    eps = cfg.eval.headline_eps if eps is None else eps
+    df = study_records(cfg)
+    flags = sanity_flags(cfg)
+    rows = []
+    for name in cfg.models:
+        sub = df[df["model"] == name]
+        if sub.empty:
+            continue
+        at = sub[np.isclose(sub["eps"], eps) & (sub["norm"].fillna("linf") == "linf") & (sub["attack"] != "none")]
+        single = at[at["attack"] != "worst_case"]
+        std = single[single["attack"] == cfg.eval.standard_attack]
+        rows.append({"name": name, "clean": sub[sub["attack"] == "none"].iloc[0],
+                     "standard": std.iloc[0] if len(std) else None,
+                     "strongest": single.sort_values(["accuracy", "n_examples"], ascending=[True, False]).iloc[0]
+                     if len(single) else None,
+                     "worst_case": at[at["attack"] == "worst_case"].iloc[0] if (at["attack"] == "worst_case").any()
+                     else None, "flags": flags.get(name)})
+    return rows
+
+
+def headline_table(cfg, eps: float | None = None) -> pd.DataFrame:
+    """The headline: per defense, clean accuracy, accuracy under the standard non-adaptive
+    attack (``eval.standard_attack``) and under the strongest attack found at ``eps`` (which
+    one, on how many digits), the per-example worst case over every attack, and the sanity
+    flags. Accuracy in % [95% Wilson interval]; stochastic models: mean ± sd over draws."""
+    rows = []
+    for h in headline_rows(cfg, eps):
+        row = {"model": cfg.label(h["name"]), "clean": _cell(h["clean"])}
+        std, top, worst = h["standard"], h["strongest"], h["worst_case"]
+        row["standard attack"] = f"{_cell(std)} ({attack_label(std)}, n {std['n_examples']})" if std is not None else "-"
+        row["strongest attack"] = attack_label(top) if top is not None else "-"
+        row["under strongest"] = f"{_cell(top)} (n {top['n_examples']})" if top is not None else "-"
+        row["worst case over attacks"] = (f"{_cell(worst)} (n {worst['n_examples']})" if worst is not None else "-")
+        row["sanity flags"] = "not checked" if h["flags"] is None else ("; ".join(h["flags"]) or "ok")
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("model")
+
+
+def sanity_table(cfg) -> pd.DataFrame:
+    """Every sanity check of every model: passed or the flag, with the measured detail."""
+    rows = []
+    for name in cfg.models:
+        path = cfg.results_dir / f"sanity_{name}.json"
+        if not path.is_file():
+            continue
+        for c in json.loads(path.read_text())["checks"]:
+            rows.append({"model": cfg.label(name), "check": c["check"], "result": "pass" if c["passed"] else
+                         f"FLAG: {c['flag']}", "detail": c["detail"]})
+    return pd.DataFrame(rows).set_index(["model", "check"]) if rows else pd.DataFrame()
 
 
 def _finish(fig, cfg, name: str):
@@ -77,8 +171,8 @@ def plot_true_class_probs(cfg, eps: float | None = None) -> plt.Figure:
             for key in data.files:
                 if key == "labels":
                     continue
-                attack, e = key.split("@")
-                if attack != "none" and not np.isclose(float(e), eps):
+                attack, e = key.rsplit("@", 1)
+                if attack != "none" and (attack not in PROB_ATTACKS or not np.isclose(float(e), eps)):
                     continue
                 cond = ATTACK_NAMES.get(attack, attack) + ("" if attack == "none" else f" (eps {float(e):g})")
                 rows.append(pd.DataFrame({"model": cfg.label(name), "condition": cond, "p_true": data[key]}))
@@ -93,27 +187,31 @@ def plot_true_class_probs(cfg, eps: float | None = None) -> plt.Figure:
 
 
 def plot_robustness_curves(cfg) -> plt.Figure:
-    """Accuracy versus eps per model and attack, with 95% Wilson bands."""
+    """Accuracy versus eps per model, one panel per attack run at several eps (clean at
+    eps 0), with 95% Wilson bands."""
     df = study_records(cfg)
     clean = df[df["attack"] == "none"]
-    attacks = [a for a in df["attack"].unique() if a != "none"]
+    atk = df[df["attack"] != "none"]
+    counts = atk.groupby("attack")["eps"].nunique()
+    attacks = [a for a in atk["attack"].unique() if counts[a] > 1]
     pal = palette(cfg)
     fig, axes = plt.subplots(1, len(attacks), figsize=(4.2 * len(attacks), 3.4), squeeze=False, sharey=True)
     for ax, attack in zip(axes[0], attacks):
+        first = atk[atk["attack"] == attack].iloc[0]
         for name in cfg.models:
             label = cfg.label(name)
             sub = pd.concat([clean[clean["model"] == name], df[(df["model"] == name) & (df["attack"] == attack)]])
             sub = sub.sort_values("eps")
-            if sub.empty:
+            if len(sub) < 2:
                 continue
             ax.plot(sub["eps"], 100 * sub["accuracy"], marker="o", color=pal[label], label=label)
             ax.fill_between(sub["eps"], 100 * sub["ci_low"], 100 * sub["ci_high"], color=pal[label], alpha=0.2)
-        ax.set_title(ATTACK_NAMES.get(attack, attack))
-        ax.set_xlabel("eps (Linf, pixel units in [0, 1])")
+        ax.set_title(f"{attack_label(first)} (n {first['n_examples']})")
+        ax.set_xlabel(f"eps ({NORM_UNITS.get(first.get('norm', 'linf'), 'pixel units')})")
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test accuracy (%)")
-    axes[0][-1].legend(loc="upper right", fontsize=8)
+    axes[0][-1].legend(loc="upper right", fontsize=7)
     return _finish(fig, cfg, "robustness_curves.png")
 
 
@@ -210,25 +308,28 @@ def plot_examples(cfg, splits, n_per_class: int = 8) -> plt.Figure:
 
 
 def findings_text(cfg) -> str:
-    """A Markdown summary written from the records: per model, clean accuracy and
-    the lowest accuracy any attack reached at the headline eps."""
-    df = study_records(cfg)
+    """A Markdown summary written from the records: per model, clean accuracy, accuracy under
+    the standard attack and under the strongest attack found at the headline eps, and the
+    sanity flags."""
     eps = cfg.eval.headline_eps
-    lines = [f"Test split, first {cfg.eval.n_examples} digits, Linf eps = {eps:g} (pixel units); "
-             f"accuracy in % with 95% Wilson interval."]
+    lines = [f"Test split, first {cfg.eval.n_examples} digits (stronger attacks on a stated prefix), Linf eps = "
+             f"{eps:g} (pixel units); accuracy in % with 95% Wilson interval, mean over draws for stochastic models."]
+    rows = {h["name"]: h for h in headline_rows(cfg, eps)}
     for name in cfg.models:
-        sub = df[df["model"] == name]
-        if sub.empty:
+        h = rows.get(name)
+        if h is None:
             lines.append(f"- **{cfg.label(name)}**: no records yet.")
             continue
-        clean = sub[sub["attack"] == "none"].iloc[0]
-        atk = sub[(sub["attack"] != "none") & np.isclose(sub["eps"], eps)]
-        text = f"- **{cfg.label(name)}**: clean {_pct(clean)}"
-        if not atk.empty:
-            worst = atk.sort_values(["accuracy", "attack"]).iloc[0]
-            steps = f"-{worst['steps']}" if worst["steps"] > 1 else ""
-            text += (f"; strongest attack so far {ATTACK_NAMES.get(worst['attack'], worst['attack'])}{steps}: "
-                     f"{_pct(worst)}")
+        text = f"- **{cfg.label(name)}**: clean {_pct(h['clean'])}"
+        if h["standard"] is not None:
+            text += f"; standard attack ({attack_label(h['standard'])}) {_pct(h['standard'])}"
+        if h["strongest"] is not None:
+            top = h["strongest"]
+            text += f"; strongest attack {attack_label(top)}: {_pct(top)} on {top['n_examples']} digits"
+        if h["worst_case"] is not None:
+            text += f"; worst case over attacks {_pct(h['worst_case'])}"
+        if h["flags"]:
+            text += f"; sanity flags: {'; '.join(h['flags'])}"
         lines.append(text + ".")
     return "\n".join(lines)
 

@@ -22,8 +22,8 @@ import pandas as pd
 from .fileio import write_json
 from .paths import ROOT
 
-RECORD_VERSION = 3
-TRACKED_PACKAGES = ("torch", "numpy", "foolbox", "mlxtend", "pandas", "papermill", "torchvision")
+RECORD_VERSION = 4
+TRACKED_PACKAGES = ("torch", "numpy", "foolbox", "pyautoattack", "mlxtend", "pandas", "papermill", "torchvision")
 
 
 @functools.lru_cache(maxsize=1)
@@ -103,6 +103,11 @@ class Record:
     worst_accuracy: float = float("nan")
     stochastic: bool = False
     attack_params: dict = field(default_factory=dict)  # every parameter the attack ran with
+    attack_name: str = ""    # the registry's name ('attack' is the configuration's id)
+    attack_label: str = ""   # display name
+    norm: str = "linf"       # the ball eps bounds
+    kind: str = ""           # clean, white-box, black-box, transfer or ensemble
+    gradient: str = "model"  # gradient mode of our PGD ('straight_through' = BPDA, ...)
     git_sha: str = field(default_factory=git_sha)
     versions: dict = field(default_factory=package_versions)
     record_version: int = RECORD_VERSION

@@ -15,13 +15,14 @@ import torch
 
 from .checkpoints import load_checkpoint, read_checkpoint, save_checkpoint
 from .config import STAGES, StudyConfig, load_config
-from .data import Splits, load_data
+from .data import Splits
 from .errors import ConfigError, check_choice
 from .evaluate import evaluate_model
 from .fileio import atomic_path, write_json
 from .models import build_model
 from .paths import display_path
 from .results import provenance, write_records
+from .sanity import gradient_stats, sanity_checks
 from .runtime import get_device, seed_everything, set_threads
 from .train import fit
 
@@ -142,14 +143,22 @@ def load_models(cfg: StudyConfig, names: list[str], device: str | torch.device =
     return {n: load_trained(cfg, n, torch.device(device))[0] for n in names}
 
 
-def evaluate_all(cfg: StudyConfig, splits: Splits) -> pd.DataFrame:
-    """Evaluate every model of the profile on the first ``eval.n_examples`` test
-    examples: clean, then each attack at each eps. Writes
-    ``results/eval_<name>.json`` (records) and ``results/probs_<name>.npz``
-    (true-class probabilities per example)."""
+def evaluate_all(cfg: StudyConfig, splits: Splits, names: list[str] | None = None) -> pd.DataFrame:
+    """Evaluate every model of the profile (or ``names``) on the first ``eval.n_examples``
+    test examples: clean, then each attack that applies at each eps, the per-example worst
+    case over attacks at the headline eps, then the sanity checks. Writes, per model,
+    ``results/eval_<name>.json`` (records), ``results/sanity_<name>.json`` (checks and
+    flags), ``results/probs_<name>.npz`` (true-class probabilities per example) and
+    ``results/correct_<name>.npz`` (per-example correctness in every draw)."""
     device = get_device(cfg.device)
-    x, y = splits.x_test[: cfg.eval.n_examples], splits.y_test[: cfg.eval.n_examples]
-    models = {name: load_trained(cfg, name, device)[0] for name in cfg.models}  # all checked before any work
+    e = cfg.eval
+    x, y = splits.x_test[: e.n_examples], splits.y_test[: e.n_examples]
+    names = list(cfg.models) if names is None else names
+    for n in names:
+        check_choice("names", n, cfg.models)
+    models = {name: load_trained(cfg, name, device)[0] for name in names}  # all checked before any work
+    needed = {a.surrogate for a in e.attacks if a.surrogate}
+    surrogates = {s: models[s] if s in models else load_trained(cfg, s, device)[0] for s in needed}
     all_records = []
     for name, model in models.items():
         m = cfg.models[name]
@@ -157,12 +166,19 @@ def evaluate_all(cfg: StudyConfig, splits: Splits) -> pd.DataFrame:
                 "training": training_name(cfg, name), "split": "test", "dataset": cfg.data.name,
                 "profile": cfg.profile}
         t0 = time.perf_counter()
-        records, probs = evaluate_model(model, x, y, cfg.eval.attacks, batch_size=cfg.eval.batch_size,
-                                        seed=cfg.seed, meta=meta, draws=cfg.eval.draws)
-        write_records(cfg.results_dir / f"eval_{name}.json", records)
-        with atomic_path(cfg.results_dir / f"probs_{name}.npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, labels=y.numpy(), **probs)
-        print(f"{name}: {len(records)} records in {time.perf_counter() - t0:.1f}s")
-        all_records += [dataclasses.asdict(r) for r in records]
+        ev = evaluate_model(model, x, y, e.attacks, batch_size=e.batch_size, seed=cfg.seed, meta=meta,
+                            draws=e.draws, surrogates=surrogates, headline_eps=e.headline_eps)
+        torch.manual_seed(cfg.seed)
+        grads = gradient_stats(model, x[: e.sanity.n_examples], y[: e.sanity.n_examples], e.batch_size)
+        sanity = sanity_checks(ev.records, ev.correct, grads, e.sanity)
+        write_records(cfg.results_dir / f"eval_{name}.json", ev.records)
+        write_json(cfg.results_dir / f"sanity_{name}.json", {"model": name, "label": cfg.label(name), **sanity,
+                                                              "profile": cfg.profile, **provenance()})
+        for stem, arrays in (("probs", ev.probs), ("correct", ev.correct)):
+            with atomic_path(cfg.results_dir / f"{stem}_{name}.npz") as tmp:
+                with open(tmp, "wb") as fh:
+                    np.savez_compressed(fh, labels=y.numpy(), **arrays)
+        flags = ", ".join(sanity["flags"]) or "none"
+        print(f"{name}: {len(ev.records)} records in {time.perf_counter() - t0:.1f}s; sanity flags: {flags}")
+        all_records += [dataclasses.asdict(r) for r in ev.records]
     return pd.DataFrame(all_records)

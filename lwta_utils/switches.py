@@ -43,6 +43,11 @@ def get_switches(model: nn.Module) -> list[tuple[nn.Module, dict[str, Any]]]:
     return [(m, {k: getattr(m, k) for k in m.SWITCHES}) for m in switchable_layers(model)]
 
 
+def is_stochastic(model: nn.Module) -> bool:
+    """Whether some layer of ``model`` draws fresh randomness on every forward pass now."""
+    return any(v.get("stochastic", False) for _, v in get_switches(model))
+
+
 def _check(model: nn.Module, settings: dict[str, Any]) -> None:
     known = available_switches(model)
     for name, value in settings.items():

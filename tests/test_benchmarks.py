@@ -11,6 +11,7 @@ BENCHMARKS = {
     "bench_lwta.py": ("relu", "lwta", "lwta_eager", "lwta_generic", "direct_gumbel_softmax"),
     "bench_kwta.py": ("relu", "kwta", "kwta_topk", "kwta_scatter", "kwta_official",
                       "official / auto (x faster)"),
+    "bench_attacks.py": ("ours", "foolbox", "torchattacks", "foolbox / ours", "torchattacks / ours"),
 }
 
 
