@@ -242,8 +242,8 @@ class AttackConfig:
     loss: 'ce', 'margin' or 'dlr' (our PGD).
     applies_to: 'all', 'stochastic', 'deterministic', or an activation name
         ('lwta', 'kwta', ...): which models the attack runs on.
-    n_examples: evaluate on this prefix of the evaluation subset (0: all of
-        ``eval.n_examples``).
+    n_examples: evaluate on this prefix of the evaluation subset (0, or more
+        than ``eval.n_examples``: all of it).
     surrogate: transfer attacks: the profile's model the examples are crafted on.
     options: further parameters of the attack (e.g. smoothed_pgd's samples
         and sigma, square's queries, autoattack's version, fb_cw_l2's
@@ -285,7 +285,7 @@ class SanityConfig:
     min_gradient_cosine: the lowest median cosine between the input gradients
         of two passes before the gradients count as noise.
     max_zero_gradients: the largest share of examples with an all-zero input gradient.
-    n_examples: examples of the gradient checks.
+    n_examples: examples of the gradient checks (at most ``eval.n_examples``).
     """
 
     tolerance: float = 0.02
@@ -593,11 +593,11 @@ def validate(cfg: StudyConfig) -> None:
     check_range("eval.sanity.large_eps_accuracy", e.sanity.large_eps_accuracy, 0.0, 1.0)
     check_range("eval.sanity.min_gradient_cosine", e.sanity.min_gradient_cosine, -1.0, 1.0)
     check_range("eval.sanity.max_zero_gradients", e.sanity.max_zero_gradients, 0.0, 1.0)
-    check_range("eval.sanity.n_examples", e.sanity.n_examples, 1, e.n_examples, integer=True)
+    check_range("eval.sanity.n_examples", e.sanity.n_examples, 1, integer=True)
     keys = [atk.key for atk in e.attacks]
     for i, atk in enumerate(e.attacks):
-        validate_attack(f"eval.attacks[{i}]", atk, cfg, e.n_examples)
-        if keys.count(atk.key) > 1:
+        validate_attack(f"eval.attacks[{i}]", atk, cfg)
+        if atk.key in keys[:i]:
             raise bad(f"eval.attacks[{i}].id", atk.key, "ids must be unique: give each entry of the same attack an id")
     if e.attacks and e.standard_attack not in keys:
         raise bad("eval.standard_attack", e.standard_attack, f"must be one of the attacks' ids: {', '.join(keys)}")
@@ -606,7 +606,7 @@ def validate(cfg: StudyConfig) -> None:
 APPLIES_TO = ("all", "stochastic", "deterministic")
 
 
-def validate_attack(p: str, atk: AttackConfig, cfg: StudyConfig, n_examples: int) -> None:
+def validate_attack(p: str, atk: AttackConfig, cfg: StudyConfig) -> None:
     import inspect
 
     from .attacks import ATTACK_INFO, ATTACKS, GRADIENT_MODES, LOSSES as ATTACK_LOSSES
@@ -629,7 +629,7 @@ def validate_attack(p: str, atk: AttackConfig, cfg: StudyConfig, n_examples: int
     check_choice(f"{p}.gradient", atk.gradient, GRADIENT_MODES)
     check_choice(f"{p}.loss", atk.loss, ATTACK_LOSSES)
     check_choice(f"{p}.applies_to", atk.applies_to, APPLIES_TO + tuple(ACTIVATIONS))
-    check_range(f"{p}.n_examples", atk.n_examples, 0, n_examples, integer=True)
+    check_range(f"{p}.n_examples", atk.n_examples, 0, integer=True)
     accepted = inspect.signature(ATTACKS[atk.name]).parameters
     for field_name, default, given in (("eot_samples", 1, atk.eot_samples), ("gradient", "model", atk.gradient),
                                        ("loss", "ce", atk.loss)):

@@ -16,6 +16,7 @@ from torch import nn
 
 from .attacks import ATTACK_INFO, GRADIENT_MODES, attack_params, run_attack
 from .attacks_external import autoattack_version
+from .errors import bad
 from .results import Record, make_draw_record
 from .switches import available_switches, is_stochastic
 
@@ -127,10 +128,14 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: 
     evaluated with ``draws`` forward passes per input (each attack itself runs once, with
     its own draws). At ``headline_eps`` a last record, attack 'worst_case', counts an
     example as robust in draw d only if it is classified correctly, clean and after every
-    Linf attack, in draw d (on the examples all of them ran on).
+    Linf attack, in draw d (see :func:`worst_case_correct` for which attacks and examples).
     """
     records, probs, correct = [], {}, {}
     surrogates = surrogates or {}
+    for atk in attacks:
+        if atk.name == "transfer" and atk.surrogate not in surrogates:
+            raise bad("surrogates", sorted(surrogates), f"attack '{atk.key}' needs the surrogate model "
+                      f"'{atk.surrogate}' (pass surrogates={{'{atk.surrogate}': model}})")
     torch.manual_seed(seed)  # the stochastic layers' draws
     stochastic = is_stochastic(model)
     n_draws = draws if stochastic else 1
@@ -145,7 +150,7 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: 
         for atk in attacks:
             if not applies(atk, model, meta.get("activation", "")):
                 continue
-            n = atk.n_examples or len(x)
+            n = min(atk.n_examples or len(x), len(x))
             info = ATTACK_INFO[atk.name]
             for eps in atk.eps:
                 params = run_params(atk, eps, stochastic, seed)
@@ -185,12 +190,15 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: 
 
 
 def worst_case_correct(records: list[Record], correct: dict, eps: float) -> tuple[list[str], np.ndarray | None]:
-    """The Linf attacks at ``eps`` and the (draws, n) AND of their correctness with the clean one,
-    on the first n examples, n the smallest of their subsets."""
-    keys = [f"{r.attack}@{eps:g}" for r in records
-            if r.attack != "none" and r.norm == "linf" and np.isclose(r.eps, eps)]
-    if not keys:
+    """The Linf attacks at ``eps`` that ran on at least the median number of examples of those
+    attacks (so that one expensive attack on a short prefix does not shrink the comparison),
+    and the (draws, n) AND of their correctness with the clean one on the first n examples,
+    n the smallest of their subsets."""
+    at = [r for r in records if r.attack != "none" and r.norm == "linf" and np.isclose(r.eps, eps)]
+    if not at:
         return [], None
+    floor = float(np.median([r.n_examples for r in at]))
+    keys = [f"{r.attack}@{eps:g}" for r in at if r.n_examples >= floor]
     arrays = [correct["none@0"]] + [correct[k] for k in keys]
     n = min(a.shape[1] for a in arrays)
     both = np.ones_like(arrays[0][:, :n])

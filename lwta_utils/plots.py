@@ -22,20 +22,25 @@ NORM_UNITS = {"linf": "Linf, pixel units in [0, 1]", "l2": "L2, pixel units"}
 
 
 def attack_label(r) -> str:
-    """The display name of a record's attack: its label (the id when two entries share one),
-    with the number of steps for iterative attacks of our own."""
+    """The display name of a record's attack: its label, with the number of steps of our
+    iterative attacks, EOT samples and the gradient mode when the label does not say them."""
+    from .attacks import ATTACK_INFO
+
+    name = r.get("attack_name") if isinstance(r.get("attack_name"), str) and r.get("attack_name") else r["attack"]
     label = r.get("attack_label") if isinstance(r.get("attack_label"), str) and r.get("attack_label") else None
     label = label or ATTACK_NAMES.get(r["attack"], r["attack"])
     if r["attack"] in ("none", "worst_case"):
         return label
+    custom = name in ATTACK_INFO and label != ATTACK_INFO[name].label
     steps = r.get("steps", 1)
-    if r.get("attack_name", r["attack"]) in ("pgd_linf", "pgd_l2", "transfer", "smoothed_pgd") and steps > 1:
-        label += f"-{steps}"
+    if name in ("pgd_linf", "pgd_l2", "transfer", "smoothed_pgd") and steps > 1:
+        label += f" ({steps} steps)" if custom else f"-{steps}"
     eot = r.get("eot_samples", 1)
     if eot and eot > 1:
         label += f", EOT {eot}"
-    if r.get("gradient") not in (None, "model") and isinstance(r.get("gradient"), str):
-        label += f", {r['gradient'].replace('_', '-')} gradient"
+    gradient = r.get("gradient")
+    if isinstance(gradient, str) and gradient != "model" and not custom:
+        label += f", {gradient.replace('_', '-')} gradient"
     return label
 
 

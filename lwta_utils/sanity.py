@@ -18,7 +18,7 @@ A model that fails a check gets a short flag; the flags are stored in
   few examples.
 
 Accuracies are compared on the examples both runs share (the shorter prefix),
-as means over draws, with ``tolerance`` of slack.
+as means over draws, with ``tolerance`` of slack (at least two examples' worth).
 """
 from __future__ import annotations
 
@@ -57,8 +57,17 @@ def _acc(correct: np.ndarray, n: int) -> float:
     return float(correct[:, :n].mean())
 
 
+def _tol(tol: float, n: int) -> float:
+    """The slack of a comparison on n examples: ``tolerance``, or two examples' worth if more."""
+    return max(tol, 2.0 / n)
+
+
+def _key(r: Record) -> str:
+    return "none@0" if r.attack == "none" else f"{r.attack}@{r.eps:g}"
+
+
 def _pair_acc(correct: dict, a: Record, b: Record) -> tuple[float, float, int]:
-    ka, kb = f"{a.attack}@{a.eps:g}", f"{b.attack}@{b.eps:g}"
+    ka, kb = _key(a), _key(b)
     n = min(correct[ka].shape[1], correct[kb].shape[1])
     return _acc(correct[ka], n), _acc(correct[kb], n), n
 
@@ -76,13 +85,14 @@ def sanity_checks(records: list[Record], correct: dict, grads: dict, cfg) -> dic
     clean = next(r for r in records if r.attack == "none")
     checks = []
 
-    # accuracy falls monotonically with eps
+    # accuracy falls monotonically with eps (neighbours compared on the examples both ran on)
     bad = []
     for key in dict.fromkeys(r.attack for r in atk):
         curve = [clean] + sorted((r for r in atk if r.attack == key), key=lambda r: r.eps)
         for lo, hi in zip(curve, curve[1:]):
-            if hi.accuracy > lo.accuracy + tol:
-                bad.append(f"{key}: {100 * lo.accuracy:.1f}% at eps {lo.eps:g} < {100 * hi.accuracy:.1f}% at {hi.eps:g}")
+            acc_lo, acc_hi, n = _pair_acc(correct, lo, hi)
+            if acc_hi > acc_lo + _tol(tol, n):
+                bad.append(f"{key}: {100 * acc_lo:.1f}% at eps {lo.eps:g} < {100 * acc_hi:.1f}% at {hi.eps:g} on {n}")
     checks.append(_check("monotone in eps", not bad, "; ".join(bad) or "every attack's accuracy falls with eps",
                          "accuracy rises with eps"))
 
@@ -109,7 +119,7 @@ def sanity_checks(records: list[Record], correct: dict, grads: dict, cfg) -> dic
                 pairs += 1
                 small, large = (a, b) if va < vb else (b, a)
                 acc_s, acc_l, n = _pair_acc(correct, small, large)
-                if acc_l > acc_s + tol:
+                if acc_l > acc_s + _tol(tol, n):
                     bad.append(f"{large.attack} ({vary} {large.attack_params[vary]}) {100 * acc_l:.1f}% > "
                                f"{small.attack} ({vary} {small.attack_params[vary]}) {100 * acc_s:.1f}% on {n}")
         if pairs:
@@ -127,7 +137,7 @@ def sanity_checks(records: list[Record], correct: dict, grads: dict, cfg) -> dic
                 continue
             best_white = min(white, key=lambda r: _pair_acc(correct, r, b)[0])
             acc_w, acc_b, n = _pair_acc(correct, best_white, b)
-            if acc_b < acc_w - tol:
+            if acc_b < acc_w - _tol(tol, n):
                 bad.append(f"{b.attack} {100 * acc_b:.1f}% < {best_white.attack} {100 * acc_w:.1f}% at eps {eps:g} on {n}")
     if any(r.kind in ("black-box", "transfer") for r in atk):
         checks.append(_check("black-box and transfer do not beat white-box", not bad,

@@ -169,7 +169,8 @@ def evaluate_all(cfg: StudyConfig, splits: Splits, names: list[str] | None = Non
         ev = evaluate_model(model, x, y, e.attacks, batch_size=e.batch_size, seed=cfg.seed, meta=meta,
                             draws=e.draws, surrogates=surrogates, headline_eps=e.headline_eps)
         torch.manual_seed(cfg.seed)
-        grads = gradient_stats(model, x[: e.sanity.n_examples], y[: e.sanity.n_examples], e.batch_size)
+        n = min(e.sanity.n_examples, len(x))
+        grads = gradient_stats(model, x[:n], y[:n], e.batch_size)
         sanity = sanity_checks(ev.records, ev.correct, grads, e.sanity)
         write_records(cfg.results_dir / f"eval_{name}.json", ev.records)
         write_json(cfg.results_dir / f"sanity_{name}.json", {"model": name, "label": cfg.label(name), **sanity,

