@@ -71,26 +71,29 @@ def fb_fgsm(model, x, y, *, eps: float, eot_samples: int = 1) -> torch.Tensor:
     return _foolbox(model, x, y, fb.attacks.FGSM(random_start=False), eps, eot_samples)
 
 
+def _fb_pgd(norm: str, model, x, y, eps, step_size, steps, random_start, eot_samples) -> torch.Tensor:
+    import foolbox as fb
+
+    check_eps(eps, norm)
+    check_range("steps", steps, 1, integer=True)
+    check_range("step_size", step_size, 0.0)
+    cls = fb.attacks.LinfPGD if norm == "linf" else fb.attacks.L2PGD
+    return _foolbox(model, x, y, cls(abs_stepsize=step_size, steps=steps, random_start=random_start), eps,
+                    eot_samples)
+
+
 @register_attack("fb_pgd_linf", "linf", label="PGD-Linf (foolbox)")
 def fb_pgd_linf(model, x, y, *, eps: float, step_size: float = 0.01, steps: int = 40, random_start: bool = True,
                 eot_samples: int = 1) -> torch.Tensor:
-    import foolbox as fb
-
-    check_eps(eps, "linf")
-    check_range("steps", steps, 1, integer=True)
-    attack = fb.attacks.LinfPGD(abs_stepsize=step_size, steps=steps, random_start=random_start)
-    return _foolbox(model, x, y, attack, eps, eot_samples)
+    """foolbox's Linf PGD (step ``step_size`` in pixel units)."""
+    return _fb_pgd("linf", model, x, y, eps, step_size, steps, random_start, eot_samples)
 
 
 @register_attack("fb_pgd_l2", "l2", label="PGD-L2 (foolbox)")
 def fb_pgd_l2(model, x, y, *, eps: float, step_size: float = 0.1, steps: int = 40, random_start: bool = True,
               eot_samples: int = 1) -> torch.Tensor:
-    import foolbox as fb
-
-    check_eps(eps, "l2")
-    check_range("steps", steps, 1, integer=True)
-    attack = fb.attacks.L2PGD(abs_stepsize=step_size, steps=steps, random_start=random_start)
-    return _foolbox(model, x, y, attack, eps, eot_samples)
+    """foolbox's L2 PGD (steps of L2 length ``step_size``)."""
+    return _fb_pgd("l2", model, x, y, eps, step_size, steps, random_start, eot_samples)
 
 
 @register_attack("fb_cw_l2", "l2", label="CW-L2 (foolbox)")
@@ -111,26 +114,29 @@ def fb_cw_l2(model, x, y, *, eps: float, steps: int = 100, step_size: float = 0.
     return _foolbox(model, x, y, attack, eps, eot_samples)
 
 
+def _deepfool(norm: str, model, x, y, eps, steps, candidates, overshoot, eot_samples) -> torch.Tensor:
+    import foolbox as fb
+
+    check_eps(eps, norm)
+    check_range("steps", steps, 1, integer=True)
+    check_range("candidates", candidates, 2, 10, integer=True)
+    check_range("overshoot", overshoot, 0.0)
+    cls = fb.attacks.LinfDeepFoolAttack if norm == "linf" else fb.attacks.L2DeepFoolAttack
+    return _foolbox(model, x, y, cls(steps=steps, candidates=candidates, overshoot=overshoot), eps, eot_samples)
+
+
 @register_attack("fb_deepfool_linf", "linf", label="DeepFool-Linf (foolbox)")
 def fb_deepfool_linf(model, x, y, *, eps: float, steps: int = 50, candidates: int = 10, overshoot: float = 0.02,
                      eot_samples: int = 1) -> torch.Tensor:
-    import foolbox as fb
-
-    check_eps(eps, "linf")
-    check_range("steps", steps, 1, integer=True)
-    attack = fb.attacks.LinfDeepFoolAttack(steps=steps, candidates=candidates, overshoot=overshoot)
-    return _foolbox(model, x, y, attack, eps, eot_samples)
+    """DeepFool (Moosavi-Dezfooli et al. 2016), Linf, against the ``candidates`` most likely classes."""
+    return _deepfool("linf", model, x, y, eps, steps, candidates, overshoot, eot_samples)
 
 
 @register_attack("fb_deepfool_l2", "l2", label="DeepFool-L2 (foolbox)")
 def fb_deepfool_l2(model, x, y, *, eps: float, steps: int = 50, candidates: int = 10, overshoot: float = 0.02,
                    eot_samples: int = 1) -> torch.Tensor:
-    import foolbox as fb
-
-    check_eps(eps, "l2")
-    check_range("steps", steps, 1, integer=True)
-    attack = fb.attacks.L2DeepFoolAttack(steps=steps, candidates=candidates, overshoot=overshoot)
-    return _foolbox(model, x, y, attack, eps, eot_samples)
+    """DeepFool, L2, against the ``candidates`` most likely classes."""
+    return _deepfool("l2", model, x, y, eps, steps, candidates, overshoot, eot_samples)
 
 
 # ----------------------------------------------------------------------------

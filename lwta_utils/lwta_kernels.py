@@ -139,6 +139,12 @@ def compiled_available() -> bool:
     if not _COMPILE_STATE["tried"]:
         _COMPILE_STATE["tried"] = True
         try:
+            # one graph per (rank, noise on/off, grad mode, dtype): the attack suite needs more than
+            # dynamo's default 8 before it would fall back to eager with a warning
+            dyn = torch._dynamo.config
+            for limit in ("recompile_limit", "cache_size_limit"):
+                if hasattr(dyn, limit):
+                    setattr(dyn, limit, max(getattr(dyn, limit), 64))
             fns = {name: torch.compile(fn, dynamic=True) for name, fn in
                    (("forward", _plain_forward), ("relaxed", _plain_backward_relaxed),
                     ("tau_grad", _plain_tau_grad), ("straight_through", _plain_backward_st))}

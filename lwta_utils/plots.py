@@ -140,7 +140,7 @@ def headline_table(cfg, eps: float | None = None) -> pd.DataFrame:
         row["strongest attack"] = attack_label(top) if top is not None else "-"
         row["under strongest"] = f"{_cell(top)} (n {top['n_examples']})" if top is not None else "-"
         row["worst case over attacks"] = (f"{_cell(worst)} (n {worst['n_examples']})" if worst is not None else "-")
-        row["sanity flags"] = "not checked" if h["flags"] is None else ("; ".join(h["flags"]) or "ok")
+        row["sanity flags"] = _flags({} if h["flags"] is None else {h["name"]: h["flags"]}, h["name"])
         rows.append(row)
     return pd.DataFrame(rows).set_index("model")
 
