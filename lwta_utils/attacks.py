@@ -197,7 +197,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm:
         for _ in range(steps):
             g = input_gradient(model, x_adv, y, eot_samples, loss, gradient)
             if norm == "linf":
-                x_adv = torch.min(torch.max(x_adv.add_(g.sign_(), alpha=step_size), lo), hi)
+                x_adv = x_adv.add_(g.sign_(), alpha=step_size).clamp_(min=lo, max=hi)
             else:
                 x_adv = _l2_project(x_adv + step_size * g / _l2_norm(g), x, eps)
         if restarts == 1:
