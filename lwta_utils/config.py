@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import inspect
 import json
 import typing
 from dataclasses import dataclass, field
@@ -496,7 +497,6 @@ def load_config(profile: str = "default", *, seed: int | None = None, device: st
 def validate(cfg: StudyConfig) -> None:
     """Range and registry checks; raises ConfigError on the first bad value."""
     # imported here: the registries live in their own modules
-    from .attacks import ATTACKS
     from .data import DATASETS
     from .layers import ACTIVATIONS
     from .models import HEADS, MODELS, PLACEMENTS
@@ -607,8 +607,8 @@ APPLIES_TO = ("all", "stochastic", "deterministic")
 
 
 def validate_attack(p: str, atk: AttackConfig, cfg: StudyConfig) -> None:
-    import inspect
-
+    """Checks of one attack entry: registry name, id, eps per its norm, ranges, the options
+    and fields the attack takes, and a transfer attack's surrogate."""
     from .attacks import ATTACK_INFO, ATTACKS, GRADIENT_MODES, LOSSES as ATTACK_LOSSES
     from .layers import ACTIVATIONS
 

@@ -35,7 +35,7 @@ def test_smoke_chain_end_to_end(smoke_run):
         recs = payload["records"]
         # every attack of the smoke profile that applies to a deterministic ReLU model, and the worst case
         assert {r["attack"] for r in recs} == {"none", "fgsm", "pgd_linf", "cw_l2", "pgd_linf_10", "transfer",
-                                               "square", "apgd_ce", "deepfool", "pgd_l2", "worst_case"}
+                                               "square", "apgd_ce", "apgd_dlr", "deepfool", "pgd_l2", "worst_case"}
         assert all(set(RECORD_FIELDS) <= set(r) for r in recs)
         clean = [r for r in recs if r["attack"] == "none"][0]["accuracy"]
         assert all(r["accuracy"] <= clean for r in recs)
