@@ -238,11 +238,9 @@ def autoattack(model, x, y, *, eps: float, version: str = "auto", norm: str = "l
     with the official settings; points fooled by an earlier attack are not attacked again."""
     check_inputs(x, y)
     check_eps(eps, norm)
-    check_choice("version", version, AA_VERSIONS)
+    version = autoattack_version(model, version)
     if eps == 0:
         return x.detach().clone()
-    if version == "auto":
-        version = "rand" if is_stochastic(model) else "standard"
     aa = _autoattack(model, eps, norm, seed, x.device, version)
     return aa.run_standard_evaluation(x.detach(), y, batch_size=len(x))[0].detach()
 

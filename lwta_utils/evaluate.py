@@ -182,10 +182,11 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: 
                     print(f"  {meta['model']:>16s} {atk.key:>16s} eps {eps:<5g} n {n:<4d} acc {rec.accuracy:.3f} "
                           f"[{rec.ci_low:.3f}, {rec.ci_high:.3f}]{spread} ({wall:.1f}s)", flush=True)
         if headline_eps is not None:
-            worst = worst_case_record(records, correct, headline_eps, seed=seed, stochastic=stochastic, meta=meta)
+            worst, both = worst_case_record(records, correct, headline_eps, seed=seed, stochastic=stochastic,
+                                            meta=meta)
             if worst is not None:
                 records.append(worst)
-                correct[f"worst_case@{headline_eps:g}"] = worst_case_correct(records[:-1], correct, headline_eps)[1]
+                correct[f"worst_case@{headline_eps:g}"] = both
     return ModelEvaluation(records, probs, correct)
 
 
@@ -208,12 +209,14 @@ def worst_case_correct(records: list[Record], correct: dict, eps: float) -> tupl
 
 
 def worst_case_record(records: list[Record], correct: dict, eps: float, *, seed: int, stochastic: bool,
-                      meta: dict) -> Record | None:
+                      meta: dict) -> tuple[Record | None, np.ndarray | None]:
+    """The 'worst_case' record at ``eps`` (None with fewer than two attacks) and its correctness array."""
     keys, both = worst_case_correct(records, correct, eps)
     if len(keys) < 2:
-        return None
+        return None, None
     ids = [k.rsplit("@", 1)[0] for k in keys]
     return make_draw_record(both, attack="worst_case", attack_name="worst_case",
                             attack_label=f"worst case over {len(ids)} attacks", kind="ensemble", eps=eps, steps=0,
                             step_size=0.0, restarts=0, eot_samples=1, seed=seed, stochastic=stochastic,
-                            wall_time_s=0.0, attack_params={"attacks": ids, "n_examples": int(both.shape[1])}, **meta)
+                            wall_time_s=0.0, attack_params={"attacks": ids, "n_examples": int(both.shape[1])},
+                            **meta), both

@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attacks import input_gradient
 from .evaluate import draw_logits, draw_summary, eval_mode, predict_logits
 from .fileio import write_json
 from .ibp import IBPGate
 from .lwta import LWTA, lwta_layers
+from .sanity import two_pass_gradients
 from .results import provenance, wilson_interval
 from .study import load_models
 from .switches import switches
@@ -101,7 +101,7 @@ def gradient_cosine(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gradient
                     phase: str = "test") -> np.ndarray:
     """Per-example cosine between the input gradients of two forward passes (fresh draws each)."""
     with eval_mode(model), switches(model, phase=phase, stochastic=True, test_mode="sample", gradient=gradient):
-        g1, g2 = input_gradient(model, x, y).flatten(1), input_gradient(model, x, y).flatten(1)
+        g1, g2 = two_pass_gradients(model, x, y)
     return F.cosine_similarity(g1, g2, dim=1, eps=1e-30).numpy()
 
 

@@ -34,6 +34,11 @@ from .results import Record
 VARY = ("steps", "eot_samples")
 
 
+def two_pass_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The flattened input gradients (cross-entropy) of two forward passes, fresh draws each."""
+    return input_gradient(model, x, y).flatten(1), input_gradient(model, x, y).flatten(1)
+
+
 def gradient_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 250) -> dict:
     """Per example: cosine between the input gradients (cross-entropy) of two passes, and
     whether the gradient is zero everywhere; summarised as median, mean and shares."""
@@ -42,8 +47,7 @@ def gradient_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     with eval_mode(model):
         for i in range(0, len(x), batch_size):
             xb, yb = x[i:i + batch_size].to(dev), y[i:i + batch_size].to(dev)
-            g1 = input_gradient(model, xb, yb).flatten(1)
-            g2 = input_gradient(model, xb, yb).flatten(1)
+            g1, g2 = two_pass_gradients(model, xb, yb)
             cos.append(F.cosine_similarity(g1, g2, dim=1, eps=1e-30).cpu())
             zero.append(((g1 == 0).all(1) | (g2 == 0).all(1)).cpu())
             norm.append(g1.norm(dim=1).cpu())
