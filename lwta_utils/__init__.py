@@ -16,7 +16,7 @@ from .data import load_data
 from .defense_stats import (gamma_schedule_table, kwta_layer_table, mixed_branch_table, noise_statistics,
                             pni_alpha_table, training_history_table, wca_table)
 from .errors import ConfigError
-from .lwta_stats import draw_statistics, gradient_statistics, lwta_config_table, winner_statistics
+from .lwta_stats import draw_statistics, gradient_statistics, lwta_config_table, lwta_model_names, winner_statistics
 from .plots import (accuracy_table, findings, headline_table, plot_examples, plot_gradient_cosine, plot_robustness_curves,
                     plot_training_curves, plot_true_class_probs, plot_winner_stats, sanity_table, study_records)
 from .switches import set_switches, switches
@@ -26,7 +26,7 @@ __version__ = "0.1.0"
 __all__ = ["findings", "StudyConfig", "load_config", "load_data", "ConfigError", "accuracy_table", "plot_examples",
            "plot_robustness_curves", "plot_training_curves", "plot_true_class_probs", "study_records",
            "data_summary", "evaluate_all", "setup", "stage_models", "train_stage", "draw_statistics",
-           "gradient_statistics", "lwta_config_table", "winner_statistics", "plot_gradient_cosine",
+           "gradient_statistics", "lwta_config_table", "lwta_model_names", "winner_statistics", "plot_gradient_cosine",
            "plot_winner_stats", "set_switches", "switches", "gamma_schedule_table", "kwta_layer_table",
            "mixed_branch_table", "noise_statistics", "pni_alpha_table", "training_history_table", "wca_table",
            "headline_table", "sanity_table"]

@@ -308,6 +308,10 @@ class EvalConfig:
         deterministic models are evaluated once.
     standard_attack: the id of the standard, non-adaptive attack of the
         headline table (evaluated at headline_eps).
+    example_attacks: ids of the attacks whose adversarial examples at
+        headline_eps are kept for the report's grids (seed 001's figure).
+    n_saved_examples: how many of the first test examples are kept per
+        attack (``results/examples_<name>.npz``, float16 pixels); 0 keeps none.
     attacks: see :class:`AttackConfig`.
     sanity: see :class:`SanityConfig`.
     """
@@ -317,6 +321,8 @@ class EvalConfig:
     headline_eps: float = 0.3
     draws: int = 5
     standard_attack: str = "pgd_linf"
+    example_attacks: list[str] = field(default_factory=lambda: ["fgsm", "pgd_linf", "cw_l2"])
+    n_saved_examples: int = 32
     attacks: list[AttackConfig] = field(default_factory=list)
     sanity: SanityConfig = field(default_factory=SanityConfig)
 
@@ -589,6 +595,7 @@ def validate(cfg: StudyConfig) -> None:
     check_range("eval.batch_size", e.batch_size, 1, integer=True)
     check_range("eval.headline_eps", e.headline_eps, 0.0, 1.0)
     check_range("eval.draws", e.draws, 1, 1000, integer=True)
+    check_range("eval.n_saved_examples", e.n_saved_examples, 0, e.n_examples, integer=True)
     check_range("eval.sanity.tolerance", e.sanity.tolerance, 0.0, 1.0)
     check_range("eval.sanity.large_eps_accuracy", e.sanity.large_eps_accuracy, 0.0, 1.0)
     check_range("eval.sanity.min_gradient_cosine", e.sanity.min_gradient_cosine, -1.0, 1.0)
@@ -601,6 +608,9 @@ def validate(cfg: StudyConfig) -> None:
             raise bad(f"eval.attacks[{i}].id", atk.key, "ids must be unique: give each entry of the same attack an id")
     if e.attacks and e.standard_attack not in keys:
         raise bad("eval.standard_attack", e.standard_attack, f"must be one of the attacks' ids: {', '.join(keys)}")
+    for j, key in enumerate(e.example_attacks):
+        if e.attacks and key not in keys:
+            raise bad(f"eval.example_attacks[{j}]", key, f"must be one of the attacks' ids: {', '.join(keys)}")
 
 
 APPLIES_TO = ("all", "stochastic", "deterministic")

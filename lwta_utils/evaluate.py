@@ -6,7 +6,7 @@ found; attacks and evaluation never leave a model changed.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -106,11 +106,15 @@ class ModelEvaluation:
     records: one per (attack, eps), clean first, the per-example worst case over attacks last.
     probs: per 'attack@eps', the true-class probability of every example (mean over draws).
     correct: per 'attack@eps', the (draws, n) correctness of every example in every draw.
+    examples: the first examples kept for the report's grids: 'x' (clean pixels, float16),
+        'y', 'pred_none@0' (the clean prediction of the first draw), and per kept
+        'attack@eps' its 'adv_attack@eps' (adversarial pixels, float16) and 'pred_attack@eps'.
     """
 
     records: list[Record]
     probs: dict[str, np.ndarray]
     correct: dict[str, np.ndarray]
+    examples: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __iter__(self):  # records, probs = evaluate_model(...)
         return iter((self.records, self.probs))
@@ -118,7 +122,8 @@ class ModelEvaluation:
 
 def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: list, *, batch_size: int,
                    seed: int, meta: dict, draws: int = 1, surrogates: dict | None = None,
-                   headline_eps: float | None = None, progress: bool = True) -> ModelEvaluation:
+                   headline_eps: float | None = None, example_attacks: tuple = (), n_saved_examples: int = 0,
+                   progress: bool = True) -> ModelEvaluation:
     """Clean accuracy, then every attack that applies to the model at every eps, in eval mode.
 
     ``attacks`` holds AttackConfig objects (an attack with ``n_examples`` runs on that
@@ -129,8 +134,11 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: 
     its own draws). At ``headline_eps`` a last record, attack 'worst_case', counts an
     example as robust in draw d only if it is classified correctly, clean and after every
     Linf attack, in draw d (see :func:`worst_case_correct` for which attacks and examples).
+    The first ``n_saved_examples`` adversarial examples of the attacks ``example_attacks`` (ids) at
+    ``headline_eps`` are kept, with the first draw's predictions (``ModelEvaluation.examples``).
     """
-    records, probs, correct = [], {}, {}
+    records, probs, correct, examples = [], {}, {}, {}
+    k_saved = min(n_saved_examples, len(x))
     surrogates = surrogates or {}
     for atk in attacks:
         if atk.name == "transfer" and atk.surrogate not in surrogates:
@@ -147,6 +155,9 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: 
                                         kind="clean", eps=0.0, steps=0, step_size=0.0, restarts=0, eot_samples=1,
                                         seed=seed, stochastic=stochastic, wall_time_s=time.perf_counter() - t0, **meta))
         probs["none@0"] = mean_true_class_probs(logits, y)
+        if k_saved:
+            examples.update({"x": x[:k_saved].half().numpy(), "y": y[:k_saved].numpy(),
+                             "pred_none@0": logits[0, :k_saved].argmax(1).numpy()})
         for atk in attacks:
             if not applies(atk, model, meta.get("activation", "")):
                 continue
@@ -177,6 +188,10 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: 
                                        attack_params=recorded, **meta)
                 records.append(rec)
                 probs[key] = mean_true_class_probs(logits, y[:n])
+                if k_saved and atk.key in example_attacks and headline_eps is not None and np.isclose(eps, headline_eps):
+                    k = min(k_saved, n)
+                    examples[f"adv_{key}"] = x_adv[:k].half().numpy()
+                    examples[f"pred_{key}"] = logits[0, :k].argmax(1).numpy()
                 if progress:
                     spread = f" sd {rec.accuracy_sd:.3f} worst {rec.worst_accuracy:.3f}" if stochastic else ""
                     print(f"  {meta['model']:>16s} {atk.key:>16s} eps {eps:<5g} n {n:<4d} acc {rec.accuracy:.3f} "
@@ -187,7 +202,7 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: 
             if worst is not None:
                 records.append(worst)
                 correct[f"worst_case@{headline_eps:g}"] = both
-    return ModelEvaluation(records, probs, correct)
+    return ModelEvaluation(records, probs, correct, examples)
 
 
 def worst_case_correct(records: list[Record], correct: dict, eps: float) -> tuple[list[str], np.ndarray | None]:

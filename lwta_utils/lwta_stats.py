@@ -25,16 +25,34 @@ from .study import load_models
 from .switches import switches
 
 
-def lwta_model_names(cfg) -> list[str]:
-    return [n for n, m in cfg.models.items() if m.activation == "lwta"]
+def lwta_model_names(cfg, stage: str | None = None) -> list[str]:
+    """The profile's LWTA models (of one training stage, when given)."""
+    return [n for n, m in cfg.models.items() if m.activation == "lwta" and stage in (None, m.stage)]
+
+
+def write_rows(path, rows: list[dict], per_block: dict | None = None, **meta) -> None:
+    """Write ``rows`` (and ``per_block``) to the JSON record ``path``, keeping the rows of the other
+    models already there (02_lwta writes the standard LWTA models, 04 the adversarially trained)."""
+    import json
+    from pathlib import Path
+
+    path, models = Path(path), {r["model"] for r in rows}
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    out = {"rows": [r for r in old.get("rows", []) if r["model"] not in models] + rows}
+    if per_block is not None:
+        out["per_block"] = {**{k: v for k, v in old.get("per_block", {}).items() if k not in per_block}, **per_block}
+    write_json(path, {**out, **meta, **provenance()})
 
 
 def draw_statistics(cfg, splits, names: list[str] | None = None, draws: int = 20, seed: int | None = None,
                     device: str = "cpu") -> pd.DataFrame:
     """Clean test accuracy over ``draws`` stochastic forward passes (mean, sd, min, max, worst-of-draws),
     the share of test inputs whose predicted class changes across draws, and the accuracy of the
-    deterministic test modes (argmax winner, expectation). Writes ``results/lwta_draws.json``."""
-    names = lwta_model_names(cfg) if names is None else names
+    deterministic test modes (argmax winner, expectation). Writes ``results/lwta_draws.json``
+    (default: the LWTA models of stage 'lwta'; the rows of other models already there are kept)."""
+    names = lwta_model_names(cfg, "lwta") if names is None else names
+    if not names:
+        return pd.DataFrame()
     x, y = splits.x_test[: cfg.eval.n_examples], splits.y_test[: cfg.eval.n_examples]
     seed = cfg.seed if seed is None else seed
     rows = []
@@ -49,7 +67,7 @@ def draw_statistics(cfg, splits, names: list[str] | None = None, draws: int = 20
             row[f"acc_{mode}"] = k / len(y)
             row[f"acc_{mode}_ci"] = list(wilson_interval(k, len(y)))
         rows.append(row)
-    write_json(cfg.results_dir / "lwta_draws.json", {"rows": rows, "seed": seed, **provenance()})
+    write_rows(cfg.results_dir / "lwta_draws.json", rows, seed=seed)
     return pd.DataFrame(rows).set_index("model")
 
 
@@ -59,8 +77,11 @@ def winner_statistics(cfg, splits, names: list[str] | None = None, n: int = 500,
     """Per model and LWTA layer, over ``n`` test inputs at test temperature with sampling on: how often
     each unit of a block wins (the hard winner of the drawn mask) summarised over blocks, the share of
     outputs that are ~0 (|y| < 1e-3 |h|, i.e. losers), and for IBP models the share of utility
-    indicators kept. Writes ``results/lwta_winners.json`` (with the per-block frequencies)."""
-    names = lwta_model_names(cfg) if names is None else names
+    indicators kept. Writes ``results/lwta_winners.json`` (with the per-block
+    frequencies; default models and kept rows as in :func:`draw_statistics`)."""
+    names = lwta_model_names(cfg, "lwta") if names is None else names
+    if not names:
+        return pd.DataFrame()
     x = splits.x_test[:n]
     seed = cfg.seed if seed is None else seed
     rows, detail = [], {}
@@ -92,8 +113,7 @@ def winner_statistics(cfg, splits, names: list[str] | None = None, n: int = 500,
                 row["ibp_kept_share"] = gates[i].active_share()
             rows.append(row)
             detail[name].append({"layer": row["layer"], "win_freq": freq.tolist()})
-    write_json(cfg.results_dir / "lwta_winners.json", {"rows": rows, "per_block": detail, "n": len(x),
-                                                      "seed": seed, **provenance()})
+    write_rows(cfg.results_dir / "lwta_winners.json", rows, detail, n=len(x), seed=seed)
     return pd.DataFrame(rows).set_index(["model", "layer"])
 
 
@@ -109,8 +129,10 @@ def gradient_statistics(cfg, splits, names: list[str] | None = None, n: int = 20
                         device: str = "cpu") -> pd.DataFrame:
     """Cosine similarity between input gradients of two passes, relaxed versus straight-through
     gradient, at the test temperature (and, for reference, the training temperature).
-    Writes ``results/lwta_gradients.json``."""
-    names = lwta_model_names(cfg) if names is None else names
+    Writes ``results/lwta_gradients.json`` (default models and kept rows as in :func:`draw_statistics`)."""
+    names = lwta_model_names(cfg, "lwta") if names is None else names
+    if not names:
+        return pd.DataFrame()
     x, y = splits.x_test[:n], splits.y_test[:n]
     seed = cfg.seed if seed is None else seed
     rows = []
@@ -123,7 +145,7 @@ def gradient_statistics(cfg, splits, names: list[str] | None = None, n: int = 20
                              else "train (0.67)", "gradient": gradient, "n": len(cos),
                              "cos_mean": float(cos.mean()), "cos_sd": float(cos.std(ddof=1)),
                              "cos_median": float(np.median(cos))})
-    write_json(cfg.results_dir / "lwta_gradients.json", {"rows": rows, "seed": seed, **provenance()})
+    write_rows(cfg.results_dir / "lwta_gradients.json", rows, seed=seed)
     return pd.DataFrame(rows).set_index(["model", "temperature", "gradient"])
 
 

@@ -56,6 +56,27 @@ def preflight(cfg: StudyConfig, notebooks: list[str]) -> None:
                       f"{cfg.out}; include 05_attacks in the run")
 
 
+def record_timing(cfg: StudyConfig, notebook: str, wall_s: float, reuse: bool) -> None:
+    """Add one notebook's wall time to ``results/chain_timing.json`` (the other notebooks' last
+    times are kept, each with its own date, commit, threads and whether checkpoints were reused)."""
+    import json
+
+    import torch
+
+    from .fileio import write_json
+    from .results import provenance
+
+    path = cfg.results_dir / "chain_timing.json"
+    rec = json.loads(path.read_text()) if path.is_file() else {}
+    if rec.get("profile") != cfg.profile:
+        rec = {"profile": cfg.profile, "notebooks": {}}
+    prov = provenance()
+    rec["notebooks"][notebook] = {"wall_s": round(wall_s, 1), "finished": prov["created"], "git_sha": prov["git_sha"],
+                                  "threads": torch.get_num_threads(), "reused_checkpoints": reuse}
+    rec["notebooks"] = {nb: rec["notebooks"][nb] for nb in CHAIN if nb in rec["notebooks"]}
+    write_json(path, rec)
+
+
 def run_chain(profile: str, *, out_dir: str | None = None, seed: int | None = None, device: str | None = None,
               overrides: dict | None = None, notebooks: list[str] | None = None, reuse: bool = False,
               kernel: str = "python3", report: bool = True) -> Path | None:
@@ -85,7 +106,9 @@ def run_chain(profile: str, *, out_dir: str | None = None, seed: int | None = No
             print(f"\nFAILED: notebook {nb}.ipynb, cell {exc.cell_index} (execution count {exc.exec_count}): "
                   f"{exc.ename}: {exc.evalue}\nThe executed copy with the error is {dst}", file=sys.stderr)
             raise SystemExit(1) from None
-        print(f"=== {nb} done in {time.perf_counter() - t0:.1f}s ===", flush=True)
+        wall = time.perf_counter() - t0
+        record_timing(cfg, nb, wall, reuse)
+        print(f"=== {nb} done in {wall:.1f}s ===", flush=True)
     out = None
     executed = [executed_dir / f"{nb}.ipynb" for nb in CHAIN]
     if report and "06_analysis" in notebooks and all(p.is_file() for p in executed):

@@ -149,7 +149,8 @@ def evaluate_all(cfg: StudyConfig, splits: Splits, names: list[str] | None = Non
     case over attacks at the headline eps, then the sanity checks. Writes, per model,
     ``results/eval_<name>.json`` (records), ``results/sanity_<name>.json`` (checks and
     flags), ``results/probs_<name>.npz`` (true-class probabilities per example) and
-    ``results/correct_<name>.npz`` (per-example correctness in every draw)."""
+    ``results/correct_<name>.npz`` (per-example correctness in every draw) and
+    ``results/examples_<name>.npz`` (the first adversarial examples of ``eval.example_attacks``)."""
     device = get_device(cfg.device)
     e = cfg.eval
     x, y = splits.x_test[: e.n_examples], splits.y_test[: e.n_examples]
@@ -167,7 +168,8 @@ def evaluate_all(cfg: StudyConfig, splits: Splits, names: list[str] | None = Non
                 "profile": cfg.profile}
         t0 = time.perf_counter()
         ev = evaluate_model(model, x, y, e.attacks, batch_size=e.batch_size, seed=cfg.seed, meta=meta,
-                            draws=e.draws, surrogates=surrogates, headline_eps=e.headline_eps)
+                            draws=e.draws, surrogates=surrogates, headline_eps=e.headline_eps,
+                            example_attacks=tuple(e.example_attacks), n_saved_examples=e.n_saved_examples)
         torch.manual_seed(cfg.seed)
         n = min(e.sanity.n_examples, len(x))
         grads = gradient_stats(model, x[:n], y[:n], e.batch_size)
@@ -175,10 +177,11 @@ def evaluate_all(cfg: StudyConfig, splits: Splits, names: list[str] | None = Non
         write_records(cfg.results_dir / f"eval_{name}.json", ev.records)
         write_json(cfg.results_dir / f"sanity_{name}.json", {"model": name, "label": cfg.label(name), **sanity,
                                                               "profile": cfg.profile, **provenance()})
-        for stem, arrays in (("probs", ev.probs), ("correct", ev.correct)):
-            with atomic_path(cfg.results_dir / f"{stem}_{name}.npz") as tmp:
-                with open(tmp, "wb") as fh:
-                    np.savez_compressed(fh, labels=y.numpy(), **arrays)
+        for stem, arrays in (("probs", ev.probs), ("correct", ev.correct), ("examples", ev.examples)):
+            if arrays:
+                with atomic_path(cfg.results_dir / f"{stem}_{name}.npz") as tmp:
+                    with open(tmp, "wb") as fh:
+                        np.savez_compressed(fh, **({} if stem == "examples" else {"labels": y.numpy()}), **arrays)
         flags = ", ".join(sanity["flags"]) or "none"
         print(f"{name}: {len(ev.records)} records in {time.perf_counter() - t0:.1f}s; sanity flags: {flags}")
         all_records += [dataclasses.asdict(r) for r in ev.records]
