@@ -1,14 +1,14 @@
 # The two commands of the README:
 #   make run    set up .venv, then run the whole chain on the default profile
 #   make test   set up .venv, then run the test suite
-# Other targets: make smoke, make lab, make setup, make clean-runs.
+# Other targets: make smoke, make lab, make setup, make browser, make clean-runs.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PROFILE ?= default
 ARGS   ?=
 
-.PHONY: setup run smoke test lab clean-runs
+.PHONY: setup run smoke test lab clean-runs browser
 
 setup: $(VENV)/.installed
 
@@ -26,8 +26,16 @@ run: setup
 smoke: setup
 	$(PY) -m lwta_utils.pipeline --profile smoke $(ARGS)
 
-test: setup
-	$(PY) -m pytest
+# Headless Chromium for the report check (Debian's chromium + chromium-driver): installed when
+# missing and we are root; otherwise a note, and the browser test is skipped outside `make test`.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "note: install Debian's chromium and chromium-driver for the report check (tests/test_report.py)"; fi
+
+test: setup browser
+	LWTA_REQUIRE_BROWSER=$$(command -v chromedriver >/dev/null && echo 1 || echo 0) $(PY) -m pytest
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

@@ -16,8 +16,7 @@ repetition timing every one once (see ``common.py``); the printed ratio
 in the same repetition), > 1 meaning ours is faster; the ratio of the
 medians is printed beside it. LWTA layers are left as they are (phase
 'test', sampling on: the state in which the study attacks them). A library
-that fails to import is reported and skipped. ``--no-wrn`` and
-``--wrn-reps`` are accepted and ignored (there is no WRN case here).
+that fails to import is reported and skipped.
 """
 from __future__ import annotations
 
@@ -95,7 +94,7 @@ def bench(fns: dict, x, y, reps: int, eps: float, device) -> tuple[dict, dict]:
 
 
 def main(argv=None) -> dict:
-    a = parse_args(__doc__, argv, reps=10, extra=options)
+    a = parse_args(__doc__, argv, reps=10, extra=options, wrn=False)
     a.json = a.json or str(ROOT / "results" / "bench_attacks.json")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, PGD Linf eps {a.eps}, "
           f"step {a.step_size}, {a.steps} steps, random start, 1 restart")

@@ -54,40 +54,51 @@ def paired_ratio(times: dict, num: str, den: str) -> float:
     return statistics.median(t / r for t, r in zip(times[num], times[den]))
 
 
-def bench(models: dict, loss_fn, reps: int, device) -> tuple[dict, dict]:
-    """Per variant: median step time, paired ratio to ReLU, ratio of medians, spread; and the raw times."""
+def bench(models: dict, loss_fn, reps: int, device, ref: str = "relu", mode: str = "train") -> tuple[dict, dict]:
+    """Per variant: median time, paired ratio to ``ref``, ratio of medians, spread; and the raw times.
+
+    mode 'train': one step = zero_grad, forward, loss, backward, stochastic layers in phase 'train';
+    mode 'inference': one forward pass under no_grad in eval mode, phase 'test' (randomness as at test).
+    """
     def step(m):
-        m.zero_grad(set_to_none=True)
-        loss_fn(m).backward()
+        if mode == "train":
+            m.zero_grad(set_to_none=True)
+            loss_fn(m).backward()
+        else:
+            with torch.no_grad():
+                loss_fn(m)
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    phase = "train" if mode == "train" else "test"
     for m in models.values():
-        with maybe_switches(m, phase="train"):
+        m.train(mode == "train")
+        with maybe_switches(m, phase=phase):
             for _ in range(2):
                 step(m)
     times = {k: [] for k in models}
     for _ in range(reps):
         for k, m in models.items():
-            with maybe_switches(m, phase="train"):
+            with maybe_switches(m, phase=phase):
                 t0 = time.perf_counter()
                 step(m)
                 times[k].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {k: {"median_ms": 1000 * med[k], "ratio_to_relu": paired_ratio(times, k, "relu"),
-                "ratio_of_medians": med[k] / med["relu"], "spread_ms": [1000 * min(v), 1000 * max(v)]}
+    return {k: {"median_ms": 1000 * med[k], f"ratio_to_{ref}": paired_ratio(times, k, ref),
+                "ratio_of_medians": med[k] / med[ref], "spread_ms": [1000 * min(v), 1000 * max(v)]}
             for k, v in times.items()}, times
 
 
-def parse_args(doc: str, argv=None, reps: int = 25, extra=None):
-    """The shared options; ``extra(parser)`` may add a benchmark's own."""
+def parse_args(doc: str, argv=None, reps: int = 25, extra=None, wrn: bool = True):
+    """The shared options (the WRN block's only with ``wrn``); ``extra(parser)`` may add a benchmark's own."""
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
     if extra:
         extra(p)
     p.add_argument("--device", default="all", choices=["cpu", "cuda", "all"])
     p.add_argument("--reps", type=int, default=reps, help="repetitions for the MNIST CNN")
-    p.add_argument("--wrn-reps", type=int, default=3, help="repetitions for the WRN block (slow on CPU)")
-    p.add_argument("--no-wrn", action="store_true", help="skip the WRN-34-10 block")
+    if wrn:
+        p.add_argument("--wrn-reps", type=int, default=3, help="repetitions for the WRN block (slow on CPU)")
+        p.add_argument("--no-wrn", action="store_true", help="skip the WRN-34-10 block")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     a = p.parse_args(argv)

@@ -8,7 +8,8 @@ switches (explicit randomness
 switches), lwta_stats, models, train (one ``fit``), attacks (ours) and
 attacks_external (foolbox, AutoAttack), evaluate, sanity (checks of an
 evaluation), results (records
-and provenance), checkpoints, plots, report, pipeline (the headless chain),
+and provenance), checkpoints, tables and plots (from the records), claims (the
+seeds' claims versus ours), report, pipeline (the headless chain),
 study (the steps the notebooks call).
 """
 from .config import StudyConfig, load_config
@@ -17,8 +18,10 @@ from .defense_stats import (gamma_schedule_table, kwta_layer_table, mixed_branch
                             pni_alpha_table, training_history_table, wca_table)
 from .errors import ConfigError
 from .lwta_stats import draw_statistics, gradient_statistics, lwta_config_table, lwta_model_names, winner_statistics
-from .plots import (accuracy_table, findings, headline_table, plot_examples, plot_gradient_cosine, plot_robustness_curves,
-                    plot_training_curves, plot_true_class_probs, plot_winner_stats, sanity_table, study_records)
+from .claims import claims_table, seed001_table
+from .plots import (plot_adversarial_examples, plot_examples, plot_gradient_cosine, plot_overhead, plot_robustness_curves,
+                    plot_training_curves, plot_true_class_probs, plot_winner_stats)
+from .tables import accuracy_table, findings, headline_table, overhead_table, sanity_table, study_records
 from .switches import set_switches, switches
 from .study import data_summary, evaluate_all, setup, stage_models, train_stage
 
@@ -29,4 +32,5 @@ __all__ = ["findings", "StudyConfig", "load_config", "load_data", "ConfigError",
            "gradient_statistics", "lwta_config_table", "lwta_model_names", "winner_statistics", "plot_gradient_cosine",
            "plot_winner_stats", "set_switches", "switches", "gamma_schedule_table", "kwta_layer_table",
            "mixed_branch_table", "noise_statistics", "pni_alpha_table", "training_history_table", "wca_table",
-           "headline_table", "sanity_table"]
+           "headline_table", "sanity_table", "claims_table", "seed001_table", "plot_adversarial_examples",
+           "plot_overhead", "overhead_table"]

@@ -327,6 +327,20 @@ class EvalConfig:
     sanity: SanityConfig = field(default_factory=SanityConfig)
 
 
+@dataclass
+class ReportConfig:
+    """What the analysis notebook and the report show.
+
+    groups: the report's panels: a name per list of model names (a model may sit in several,
+        e.g. the ReLU baseline as every group's reference). Within a group every model has its
+        own colour; a model keeps its colour in every figure. Empty: one group of all models.
+    reference: the ReLU model that compute overheads are relative to ('' = the first model).
+    """
+
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    reference: str = ""
+
+
 STAGES = ("baseline", "lwta", "kwta", "adversarial_training")
 SCHEDULES = ("constant", "cosine", "multistep", "lwta")
 OPTIMIZERS = ("sgd", "adam")
@@ -359,6 +373,7 @@ class StudyConfig:
     data: DataConfig = field(default_factory=DataConfig)
     models: dict[str, ModelConfig] = field(default_factory=dict)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     # -- derived paths -------------------------------------------------------
     @property
@@ -595,7 +610,7 @@ def validate(cfg: StudyConfig) -> None:
     check_range("eval.batch_size", e.batch_size, 1, integer=True)
     check_range("eval.headline_eps", e.headline_eps, 0.0, 1.0)
     check_range("eval.draws", e.draws, 1, 1000, integer=True)
-    check_range("eval.n_saved_examples", e.n_saved_examples, 0, e.n_examples, integer=True)
+    check_range("eval.n_saved_examples", e.n_saved_examples, 0, integer=True)  # clipped to n_examples
     check_range("eval.sanity.tolerance", e.sanity.tolerance, 0.0, 1.0)
     check_range("eval.sanity.large_eps_accuracy", e.sanity.large_eps_accuracy, 0.0, 1.0)
     check_range("eval.sanity.min_gradient_cosine", e.sanity.min_gradient_cosine, -1.0, 1.0)
@@ -608,6 +623,11 @@ def validate(cfg: StudyConfig) -> None:
             raise bad(f"eval.attacks[{i}].id", atk.key, "ids must be unique: give each entry of the same attack an id")
     if e.attacks and e.standard_attack not in keys:
         raise bad("eval.standard_attack", e.standard_attack, f"must be one of the attacks' ids: {', '.join(keys)}")
+    if cfg.report.reference:
+        check_choice("report.reference", cfg.report.reference, cfg.models)
+    for group, names in cfg.report.groups.items():
+        for j, name in enumerate(names):
+            check_choice(f"report.groups.{group}[{j}]", name, cfg.models)
     for j, key in enumerate(e.example_attacks):
         if e.attacks and key not in keys:
             raise bad(f"eval.example_attacks[{j}]", key, f"must be one of the attacks' ids: {', '.join(keys)}")

