@@ -243,6 +243,7 @@ class AttackConfig:
     loss: 'ce', 'margin' or 'dlr' (our PGD).
     applies_to: 'all', 'stochastic', 'deterministic', or an activation name
         ('lwta', 'kwta', ...): which models the attack runs on.
+    models: only these models of the profile (empty: every model ``applies_to`` admits).
     n_examples: evaluate on this prefix of the evaluation subset (0, or more
         than ``eval.n_examples``: all of it).
     surrogate: transfer attacks: the profile's model the examples are crafted on.
@@ -265,6 +266,7 @@ class AttackConfig:
     gradient: str = "model"
     loss: str = "ce"
     applies_to: str = "all"
+    models: list[str] = field(default_factory=list)
     n_examples: int = 0
     surrogate: str = ""
     options: dict[str, Any] = field(default_factory=dict)
@@ -659,6 +661,8 @@ def validate_attack(p: str, atk: AttackConfig, cfg: StudyConfig) -> None:
     check_choice(f"{p}.gradient", atk.gradient, GRADIENT_MODES)
     check_choice(f"{p}.loss", atk.loss, ATTACK_LOSSES)
     check_choice(f"{p}.applies_to", atk.applies_to, APPLIES_TO + tuple(ACTIVATIONS))
+    for j, name in enumerate(atk.models):
+        check_choice(f"{p}.models[{j}]", name, cfg.models)
     check_range(f"{p}.n_examples", atk.n_examples, 0, integer=True)
     accepted = inspect.signature(ATTACKS[atk.name]).parameters
     for field_name, default, given in (("eot_samples", 1, atk.eot_samples), ("gradient", "model", atk.gradient),

@@ -159,7 +159,7 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: 
             examples.update({"x": x[:k_saved].half().numpy(), "y": y[:k_saved].numpy(),
                              "pred_none@0": logits[0, :k_saved].argmax(1).numpy()})
         for atk in attacks:
-            if not applies(atk, model, meta.get("activation", "")):
+            if not applies(atk, model, meta.get("activation", "")) or (atk.models and meta.get("model") not in atk.models):
                 continue
             n = min(atk.n_examples or len(x), len(x))
             info = ATTACK_INFO[atk.name]

@@ -247,7 +247,9 @@ def test_eot_and_gradient_mode_attacks_only_run_where_they_apply(trained, lwta_m
     attacks = [AttackConfig(name="pgd_linf", id="eot", eps=[0.1], steps=1, eot_samples=2, applies_to="stochastic"),
                AttackConfig(name="pgd_linf", id="bpda", eps=[0.1], steps=1, gradient="straight_through"),
                AttackConfig(name="pgd_linf", id="nonoise", eps=[0.1], steps=1, gradient="deterministic"),
-               AttackConfig(name="fgsm", id="kwta_only", eps=[0.1], applies_to="kwta")]
+               AttackConfig(name="fgsm", id="kwta_only", eps=[0.1], applies_to="kwta"),
+               AttackConfig(name="fgsm", id="named_only", eps=[0.1], models=["other"]),
+               AttackConfig(name="fgsm", id="named_m", eps=[0.1], models=["m"], applies_to="stochastic")]
     meta = {"model": "m", "label": "m", "arch": "mnist_cnn", "training": "standard", "split": "test",
             "dataset": "mnist", "profile": "test"}
     plain = evaluate_model(trained, x[:8], y[:8], attacks, batch_size=8, seed=0, meta={**meta, "activation": "relu"},
@@ -255,8 +257,8 @@ def test_eot_and_gradient_mode_attacks_only_run_where_they_apply(trained, lwta_m
     lwta = evaluate_model(lwta_model, x[:8], y[:8], attacks, batch_size=8, seed=0, draws=3,
                           meta={**meta, "activation": "lwta"}, progress=False)
     assert [r.attack for r in plain.records] == ["none"]
-    assert [r.attack for r in lwta.records] == ["none", "eot", "bpda", "nonoise"]
-    assert [r.eot_samples for r in lwta.records[1:]] == [2, 1, 1] and lwta.records[2].gradient == "straight_through"
+    assert [r.attack for r in lwta.records] == ["none", "eot", "bpda", "nonoise", "named_m"]  # 'models' restricts
+    assert [r.eot_samples for r in lwta.records[1:4]] == [2, 1, 1] and lwta.records[2].gradient == "straight_through"
     assert all(r.draws == 3 for r in lwta.records)
 
 
@@ -265,6 +267,7 @@ STANDARD = {"name": "pgd_linf", "eps": [0.3], "steps": 2}
 
 @pytest.mark.parametrize("extra,match", [
     ({"name": "pgd"}, "'eval.attacks\\[1\\].name' = 'pgd'"),
+    ({"name": "fgsm", "models": ["nope"]}, "'eval.attacks\\[1\\].models\\[0\\]' = 'nope'"),
     ({"name": "pgd_linf"}, "'eval.attacks\\[1\\].id' = 'pgd_linf'.*unique"),
     ({"name": "fgsm", "eps": [1.5]}, "'eval.attacks\\[1\\].eps\\[0\\]' = 1.5"),
     ({"name": "square", "options": {"querys": 10}}, "'eval.attacks\\[1\\].options.querys'.*queries"),

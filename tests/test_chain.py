@@ -133,3 +133,16 @@ def test_a_failing_notebook_is_named_with_its_cell(tmp_path):
     assert "FAILED: notebook 00_data.ipynb, cell" in proc.stderr
     assert "torchvision" in proc.stderr
     assert (tmp_path / "reports" / "executed" / "00_data.ipynb").is_file()
+
+
+def test_smoke_report_opens_in_headless_chromium(smoke_run):
+    from test_report import browser_or_skip
+
+    from lwta_utils.paths import NOTEBOOKS_DIR
+    from lwta_utils.report import check_report, expected_anchors
+
+    out, proc = smoke_run
+    assert proc.returncode == 0
+    browser_or_skip()
+    res = check_report(out / "reports" / "index.html", expected_anchors(NOTEBOOKS_DIR, list(CHAIN)), min_images=15)
+    assert res["anchors"] == len(expected_anchors(NOTEBOOKS_DIR, list(CHAIN)))
