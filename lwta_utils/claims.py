@@ -27,12 +27,14 @@ ACCURACY_ATTACKS = ("none", "standard", "strongest", "worst_case")
 @dataclass
 class Measurement:
     """One number of ours: ``value`` (accuracy in %, or the record's own unit), its 95% interval
-    for accuracies, what it is (``setting``) and where it was read (``source``)."""
+    for accuracies, what it is (``setting``: model and attack), on what (``detail``: digits,
+    draws) and where it was read (``source``)."""
 
     value: float
     ci: tuple[float, float] | None
     setting: str
     source: str
+    detail: str = ""
 
     def text(self) -> str:
         if self.ci is None:
@@ -97,8 +99,8 @@ def measure(cfg, m: dict, records: pd.DataFrame | None = None) -> Measurement | 
     what = "clean" if attack == "none" else f"{attack_label(r)}, eps {eps:g}"
     spread = f", mean of {int(r['draws'])} draws" if r.get("draws", 1) > 1 else ""
     return Measurement(100 * float(r["accuracy"]), (100 * float(r["ci_low"]), 100 * float(r["ci_high"])),
-                       f"{cfg.label(name)}: {what} (n {int(r['n_examples'])}{spread})",
-                       f"eval_{name}.json: {r['attack']}@{float(r['eps']):g}")
+                       f"{cfg.label(name)}: {what}", f"eval_{name}.json: {r['attack']}@{float(r['eps']):g}",
+                       f"n {int(r['n_examples'])}{spread}")
 
 
 def _record_measure(cfg, m: dict) -> Measurement | None:
@@ -122,9 +124,9 @@ def _record_measure(cfg, m: dict) -> Measurement | None:
         node = hits[0]
     if m["stat"] not in node:
         return None
-    desc = ", ".join(f"{v}" for v in where.values())
-    return Measurement(float(node[m["stat"]]), None, f"{desc + ': ' if desc else ''}{m['stat']}",
-                       f"{m['record']}: {' / '.join(m.get('path', []))}")
+    desc = m.get("label") or ", ".join(f"{v}" for v in where.values()) or m["stat"]
+    return Measurement(float(node[m["stat"]]), None, desc, f"{m['record']}: {' / '.join(m.get('path', []))}",
+                       m["stat"])
 
 
 def verdict(c: dict, a: Measurement | None, b: Measurement | None) -> tuple[str, str]:
@@ -182,7 +184,7 @@ def claims_table(cfg, path: str | Path = CLAIMS_FILE) -> pd.DataFrame:
     rows, claims = [], evaluate_claims(cfg, path)
     for c in claims:
         a, b = c["ours_a"], c["ours_b"]
-        ours = " versus ".join(x.setting for x in (a, b) if x is not None) or "-"
+        ours = " versus ".join(f"{x.setting} ({x.detail})" for x in (a, b) if x is not None) or "-"
         measured = " versus ".join(x.text() for x in (a, b) if x is not None) or "-"
         rows.append({"claim": c["claim"], "source": c["source"], "claimed setting": c["setting"],
                      "ours (nearest setting)": ours, "measured": measured, "verdict": c["verdict"],

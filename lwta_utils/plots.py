@@ -136,12 +136,12 @@ def plot_robustness_curves(cfg) -> plt.Figure:
                 if len(sub) < 2:
                     continue
                 ax.plot(sub["eps"], 100 * sub["accuracy"], marker=markers[name], color=colors[name], label=cfg.label(name))
-                ax.fill_between(sub["eps"], 100 * sub["ci_low"], 100 * sub["ci_high"], color=colors[name], alpha=0.15)
-            ax.set_title(f"{g}: {attack_label(first)} (n {first['n_examples']})", fontsize=9)
+                ax.fill_between(sub["eps"], 100 * sub["ci_low"], 100 * sub["ci_high"], color=colors[name], alpha=0.1)
+            ax.set_title(f"{attack_label(first)} (n {first['n_examples']})", fontsize=9)
             ax.set_xlabel(f"eps ({NORM_UNITS.get(first.get('norm', 'linf'), 'pixel units')})")
             ax.set_ylim(0, 100)
             ax.grid(alpha=0.3)
-        axes[i][0].set_ylabel("test accuracy (%)")
+        axes[i][0].set_ylabel(f"{g}\ntest accuracy (%)")
         axes[i][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7)
     fig.tight_layout()
     return _finish(fig, cfg, "robustness_curves.png")
@@ -336,11 +336,15 @@ def plot_overhead(cfg) -> plt.Figure | None:
     labels = [textwrap.fill(r["label"], 34) for r in rows]
     for ax, (key, title) in zip(axes[0], measures.items()):
         vals = [r.get(key) if r.get(key) is not None else np.nan for r in rows]
-        ax.barh(labels, vals, color=[colors.get(r["label"], (0.6, 0.6, 0.6)) for r in rows])
+        bars = ax.barh(labels, vals, color=[colors.get(r["label"], "white") for r in rows], edgecolor="black",
+                       linewidth=0.4)
+        for bar, r in zip(bars, rows):
+            if r["label"] not in colors:
+                bar.set_hatch("//")
         ax.axvline(1, color="black", lw=0.8)
         ax.set_xlabel(f"{title} / ReLU reference's (x)")
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].invert_yaxis()  # the profile's order, top down (shared by every panel)
-    fig.suptitle("Compute overhead relative to the ReLU reference (grey: a benchmark-only variant)", y=1.0)
+    fig.suptitle("Compute overhead relative to the ReLU reference (hatched: a benchmark-only variant)", y=1.0)
     fig.tight_layout()
     return _finish(fig, cfg, "compute_overhead.png")

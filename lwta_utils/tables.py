@@ -158,10 +158,15 @@ def findings_text(cfg) -> str:
              f"{sum(c['verdict'] == 'reproduced' for c in claims)} reproduced, "
              f"{sum(c['verdict'] == 'not reproduced' for c in claims)} not reproduced, "
              f"{len(claims) - len(decided)} not comparable (see the claims table)."]
+    ranked = sorted((h for h in headline_rows(cfg, eps) if h["worst_case"] is not None),
+                    key=lambda h: -h["worst_case"]["accuracy"])
+    if ranked:
+        top = "; ".join(f"{cfg.label(h['name'])} {_pct(h['worst_case'])}" for h in ranked[:4])
+        lines.append(f"\n**Most robust under the worst case over every attack** (eps {eps:g}): {top}.")
     for title, verdict in (("What holds", "reproduced"), ("What does not hold", "not reproduced")):
         lines.append(f"\n**{title}** (claims {verdict} here):\n")
         hits = [c for c in decided if c["verdict"] == verdict]
-        lines += [f"- {c['claim']} [{c['source']}]. Ours: {_ours(c)}." for c in hits] or ["- none"]
+        lines += [f"- {c['claim']}. Ours: {_ours(c)}." for c in hits] or ["- none"]
     lines.append(f"\n**Per model at eps {eps:g}** (clean → standard attack → worst case over every attack):\n")
     rows = {h["name"]: h for h in headline_rows(cfg, eps)}
     for name in cfg.models:
@@ -183,9 +188,7 @@ def findings_text(cfg) -> str:
 def _ours(c: dict) -> str:
     a, b = c["ours_a"], c["ours_b"]
     text = f"{a.text()} ({a.setting})"
-    if b is not None:
-        text += f" versus {b.text()} ({b.setting})"
-    return text
+    return text + (f" versus {b.text()} ({b.setting})" if b is not None else "")
 
 
 def _pct(r) -> str:
