@@ -74,7 +74,7 @@ def test_smoke_chain_end_to_end(smoke_run):
         payload = json.loads((out / "results" / f"eval_{name}.json").read_text())
         recs = payload["records"]
         # every attack of the smoke profile that applies to a deterministic ReLU model, and the worst case
-        assert {r["attack"] for r in recs} == {"none", "fgsm", "pgd_linf", "cw_l2", "pgd_linf_10", "transfer",
+        assert {r["attack"] for r in recs} == {"none", "fgsm", "pgd_linf", "pgd_s001", "cw_l2", "pgd_linf_10", "transfer",
                                                "square", "apgd_ce", "apgd_dlr", "deepfool", "pgd_l2", "worst_case"}
         assert all(set(RECORD_FIELDS) <= set(r) for r in recs)
         clean = [r for r in recs if r["attack"] == "none"][0]["accuracy"]
