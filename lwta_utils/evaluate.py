@@ -75,9 +75,12 @@ def attack_batched(model: nn.Module, name: str, x: torch.Tensor, y: torch.Tensor
     return torch.cat(out)
 
 
-def applies(atk, model: nn.Module, activation: str) -> bool:
-    """Whether attack config ``atk`` runs on ``model``: its ``applies_to`` matches, and the
-    model has the switches its gradient mode sets (a noise-free gradient only where there is noise)."""
+def applies(atk, model: nn.Module, activation: str, name: str | None = None) -> bool:
+    """Whether attack config ``atk`` runs on ``model`` (the profile's ``name``): its ``applies_to``
+    and ``models`` admit it, and the model has the switches its gradient mode sets (a noise-free
+    gradient only where there is noise)."""
+    if atk.models and name not in atk.models:
+        return False
     stochastic = is_stochastic(model)
     target = atk.applies_to
     if (target == "stochastic" and not stochastic) or (target == "deterministic" and stochastic):
@@ -159,7 +162,7 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: 
             examples.update({"x": x[:k_saved].half().numpy(), "y": y[:k_saved].numpy(),
                              "pred_none@0": logits[0, :k_saved].argmax(1).numpy()})
         for atk in attacks:
-            if not applies(atk, model, meta.get("activation", "")) or (atk.models and meta.get("model") not in atk.models):
+            if not applies(atk, model, meta.get("activation", ""), meta.get("model")):
                 continue
             n = min(atk.n_examples or len(x), len(x))
             info = ATTACK_INFO[atk.name]
