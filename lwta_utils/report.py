@@ -25,6 +25,12 @@ from .results import git_sha
 
 EXTERNAL_SCRIPT = re.compile(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>\s*', re.I)
 NBCONVERT_ALT = 'alt="No description has been provided for this image"'
+# Tables of long text read better left-aligned, top-aligned, and scrolled sideways when wide.
+REPORT_CSS = """<style>
+.jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { text-align: left; vertical-align: top; max-width: 28em; }
+.jp-RenderedHTML { overflow-x: auto; }
+</style>
+"""
 
 
 def _anchor(*parts: str) -> str:
@@ -121,7 +127,7 @@ def build_report(paths: list[Path], out_html: Path, title: str, intro: str = "",
         html, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
     finally:
         exporter.log.setLevel(level)
-    html = _alt_texts(EXTERNAL_SCRIPT.sub("", html))
+    html = _alt_texts(EXTERNAL_SCRIPT.sub("", html)).replace("</head>", REPORT_CSS + "</head>", 1)
     return write_text(out_html, html)
 
 

@@ -29,8 +29,11 @@ from .train import fit
 
 def setup(profile: str = "default", *, seed: int | None = None, device: str | None = None,
           out_dir: str | None = None, overrides: dict | None = None, verbose: bool = True) -> StudyConfig:
-    """Load and validate the profile, set threads and seeds; print what is in force."""
+    """Load and validate the profile, set threads and seeds, show tables in full (no truncated
+    cells, every row and column); print what is in force."""
     cfg = load_config(profile, seed=seed, device=device, out_dir=out_dir, overrides=overrides)
+    for option, value in (("display.max_colwidth", None), ("display.max_columns", None), ("display.max_rows", 500)):
+        pd.set_option(option, value)
     threads = set_threads(cfg.num_threads)
     seed_everything(cfg.seed)
     if verbose:

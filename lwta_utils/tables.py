@@ -61,6 +61,18 @@ def study_records(cfg) -> pd.DataFrame:
     return df[df["model"].isin(list(cfg.models))].reset_index(drop=True)
 
 
+def _per_model(cfg, df: pd.DataFrame):
+    """(name, that model's rows of ``df``) for the profile's models that have records, in profile order."""
+    for name in cfg.models:
+        sub = df[df["model"] == name]
+        if not sub.empty:
+            yield name, sub
+
+
+def _linf_at(df: pd.DataFrame, eps: float) -> pd.Series:
+    return np.isclose(df["eps"], eps) & (df["norm"].fillna("linf") == "linf")
+
+
 def _cell(r) -> str:
     spread = f" ± {100 * r['accuracy_sd']:.1f}" if r.get("draws", 1) > 1 else ""
     return f"{100 * r['accuracy']:.1f}{spread} [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
@@ -73,13 +85,9 @@ def accuracy_table(cfg, eps: float | None = None) -> pd.DataFrame:
     with fewer: see the headline table)."""
     eps = cfg.eval.headline_eps if eps is None else eps
     df = study_records(cfg)
-    df = df[(df["attack"] == "none") | (np.isclose(df["eps"], eps) & (df["norm"].fillna("linf") == "linf"))]
     flags = sanity_flags(cfg)
     rows = []
-    for name in cfg.models:
-        sub = df[df["model"] == name]
-        if sub.empty:
-            continue
+    for name, sub in _per_model(cfg, df[(df["attack"] == "none") | _linf_at(df, eps)]):
         row = {"model": cfg.label(name), "training": sub["training"].iloc[0], "n": int(sub["n_examples"].iloc[0])}
         for _, r in sub.iterrows():
             row[attack_label(r) + ("" if r["attack"] == "none" else f" (n {r['n_examples']})")] = _cell(r)
@@ -92,14 +100,10 @@ def headline_rows(cfg, eps: float | None = None) -> list[dict]:
     """Per model, the records of the headline: clean, the standard attack and the strongest
     single attack at ``eps``, and the per-example worst case over all attacks."""
     eps = cfg.eval.headline_eps if eps is None else eps
-    df = study_records(cfg)
     flags = sanity_flags(cfg)
     rows = []
-    for name in cfg.models:
-        sub = df[df["model"] == name]
-        if sub.empty:
-            continue
-        at = sub[np.isclose(sub["eps"], eps) & (sub["norm"].fillna("linf") == "linf") & (sub["attack"] != "none")]
+    for name, sub in _per_model(cfg, study_records(cfg)):
+        at = sub[_linf_at(sub, eps) & (sub["attack"] != "none")]
         single = at[at["attack"] != "worst_case"]
         std = single[single["attack"] == cfg.eval.standard_attack]
         rows.append({"name": name, "clean": sub[sub["attack"] == "none"].iloc[0],
