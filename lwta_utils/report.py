@@ -27,7 +27,7 @@ EXTERNAL_SCRIPT = re.compile(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</scri
 NBCONVERT_ALT = 'alt="No description has been provided for this image"'
 # Tables of long text read better left-aligned, top-aligned, and scrolled sideways when wide.
 REPORT_CSS = """<style>
-.jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { text-align: left; vertical-align: top; max-width: 28em; }
+.jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { text-align: left !important; vertical-align: top; max-width: 28em; }
 .jp-RenderedHTML { overflow-x: auto; }
 </style>
 """
