@@ -17,7 +17,7 @@ import pandas as pd
 import seaborn as sns
 
 from .fileio import atomic_path
-from .tables import ATTACK_NAMES, attack_label, overhead_rows, study_records
+from .tables import attack_label, overhead_rows, study_records
 
 PROB_ATTACKS = ("fgsm", "pgd_linf", "pgd_s001", "cw_l2")  # seed 001's figure: natural, FGSM, PGD and CW
 NORM_UNITS = {"linf": "Linf, pixel units in [0, 1]", "l2": "L2, pixel units"}

@@ -4,7 +4,6 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lwta_utils.attacks import ATTACK_INFO, ATTACKS, input_gradient, run_attack

@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-import lwta_utils as lu
 from lwta_utils.config import ModelConfig
 from lwta_utils.data import DATASETS
 from lwta_utils.errors import ConfigError

@@ -3,7 +3,6 @@ and the committed findings traced back to the records."""
 import os
 import re
 import shutil
-from pathlib import Path
 
 import nbformat
 import pytest
@@ -150,3 +149,15 @@ def test_committed_report_opens_in_headless_chromium_with_every_section():
         assert section_anchor("06_analysis", heading) in anchors
     res = check_report(ROOT / "reports" / "index.html", anchors, min_images=15)
     assert res["images"] >= 15 and res["title"].startswith("Local competition")
+
+
+@pytest.mark.parametrize("profile", ["smoke", "default"])
+def test_each_model_has_one_colour_distinct_within_its_groups(profile):
+    from lwta_utils.plots import groups, model_colors, palette
+
+    cfg = lu.load_config(profile)
+    colors = model_colors(cfg)
+    assert set(colors) == set(cfg.models)
+    for names in groups(cfg).values():
+        assert len({colors[n] for n in names}) == len(names)  # the default's groups hold at most 10 models
+    assert palette(cfg) == {cfg.label(n): c for n, c in colors.items()}
