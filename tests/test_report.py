@@ -161,3 +161,46 @@ def test_each_model_has_one_colour_distinct_within_its_groups(profile):
     for names in groups(cfg).values():
         assert len({colors[n] for n in names}) == len(names)  # the default's groups hold at most 10 models
     assert palette(cfg) == {cfg.label(n): c for n, c in colors.items()}
+
+
+def _floats(node, out: set, fmt: str) -> set:
+    if isinstance(node, dict):
+        for v in node.values():
+            _floats(v, out, fmt)
+    elif isinstance(node, list):
+        for v in node:
+            _floats(v, out, fmt)
+    elif isinstance(node, (int, float)) and not isinstance(node, bool):
+        out.add(format(node, fmt))
+    return out
+
+
+def _between(text: str, start: str, end: str) -> str:
+    assert start in text and end in text, (start, end)
+    return text.split(start, 1)[1].split(end, 1)[0]
+
+
+def test_readme_result_numbers_are_in_the_records():
+    """The README's findings prose quotes accuracies (or interval ends) of eval records, and its
+    speed tables and cost figures quote ratios of benchmark records (or the seeds' claimed ones)."""
+    import json
+
+    readme = (ROOT / "README.md").read_text()
+    results = ROOT / "results"
+    acc = set()
+    for path in results.glob("eval_*.json"):
+        for r in json.loads(path.read_text())["records"]:
+            acc |= {f"{100 * r[k]:.1f}" for k in ("accuracy", "ci_low", "ci_high")}
+    bench = set()
+    for path in results.glob("bench_*.json"):
+        _floats(json.loads(path.read_text()), bench, ".2f")
+    claimed = set(re.findall(r"\d+\.\d+", CLAIMS_FILE.read_text()))
+    prose = _between(readme, "<!-- findings:end -->", "## The report")
+    for pct in re.findall(r"(\d+\.\d)%", prose):
+        assert pct in acc, f"README findings: {pct}% is in no eval record"
+    for ratio in re.findall(r"(\d\.\d\d)x", prose):
+        assert ratio in bench or ratio in claimed, f"README findings: {ratio}x is in no benchmark record"
+    for start, end in (("**Speed.** For U = 2", "## k-WTA, PNI"), ("**k-WTA speed.**", "## Attack suite"),
+                       ("**Speed of our PGD**", "## JupyterLab")):
+        for ratio in re.findall(r"(?<![\d.])(\d\.\d\d)(?![\d.])", _between(readme, start, end)):
+            assert ratio in bench, f"README section {start!r}: {ratio} is in no benchmark record"
