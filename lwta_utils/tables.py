@@ -146,11 +146,14 @@ def sanity_table(cfg) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["model", "check"]) if rows else pd.DataFrame()
 
 
+ROBUST_FLOOR = 0.05  # findings list the models above this worst-case accuracy one by one
+
+
 def findings_text(cfg) -> str:
     """The Markdown summary at the top of the report and the README, written from the records:
-    the seeds' claims that hold and those that do not (``lwta_utils.claims``), then, per model,
-    clean accuracy, the standard attack, the worst case over every attack at the headline eps,
-    and the sanity flags."""
+    the seeds' claims that hold and those that do not (``lwta_utils.claims``); then clean accuracy,
+    the standard attack and the worst case over every attack at the headline eps for the models
+    above ``ROBUST_FLOOR`` under the worst case, the range of the others, and the sanity flags."""
     from .claims import evaluate_claims
 
     eps = cfg.eval.headline_eps
@@ -162,30 +165,29 @@ def findings_text(cfg) -> str:
              f"{sum(c['verdict'] == 'reproduced' for c in claims)} reproduced, "
              f"{sum(c['verdict'] == 'not reproduced' for c in claims)} not reproduced, "
              f"{len(claims) - len(decided)} not comparable (see the claims table)."]
-    ranked = sorted((h for h in headline_rows(cfg, eps) if h["worst_case"] is not None),
-                    key=lambda h: -h["worst_case"]["accuracy"])
-    if ranked:
-        top = "; ".join(f"{cfg.label(h['name'])} {_pct(h['worst_case'])}" for h in ranked[:4])
-        lines.append(f"\n**Most robust under the worst case over every attack** (eps {eps:g}): {top}.")
     for title, verdict in (("What holds", "reproduced"), ("What does not hold", "not reproduced")):
         lines.append(f"\n**{title}** (claims {verdict} here):\n")
         hits = [c for c in decided if c["verdict"] == verdict]
         lines += [f"- {c['claim']}. Ours: {_ours(c)}." for c in hits] or ["- none"]
-    lines.append(f"\n**Per model at eps {eps:g}** (clean → standard attack → worst case over every attack):\n")
-    rows = {h["name"]: h for h in headline_rows(cfg, eps)}
-    for name in cfg.models:
-        h = rows.get(name)
-        if h is None:
-            lines.append(f"- {cfg.label(name)}: no records yet.")
-            continue
-        text = f"- {cfg.label(name)}: {_pct(h['clean'])}"
-        if h["standard"] is not None:
-            text += f" → {_pct(h['standard'])} ({attack_label(h['standard'])})"
-        if h["worst_case"] is not None:
-            text += f" → **{_pct(h['worst_case'])}** (n {h['worst_case']['n_examples']})"
-        if h["flags"]:
-            text += f"; sanity flags: {'; '.join(h['flags'])}"
-        lines.append(text)
+    rows = headline_rows(cfg, eps)
+    robust = sorted((h for h in rows if h["worst_case"] is not None and h["worst_case"]["accuracy"] > ROBUST_FLOOR),
+                    key=lambda h: -h["worst_case"]["accuracy"])
+    lines.append(f"\n**The models that keep more than {100 * ROBUST_FLOOR:g}% under the worst case over every attack** "
+                 f"(eps {eps:g}; clean → standard attack → worst case):\n")
+    for h in robust:
+        lines.append(f"- {cfg.label(h['name'])}: {_pct(h['clean'])} → {_pct(h['standard'])} "
+                     f"({attack_label(h['standard'])}) → **{_pct(h['worst_case'])}** (n {h['worst_case']['n_examples']})"
+                     if h["standard"] is not None else f"- {cfg.label(h['name'])}: **{_pct(h['worst_case'])}**")
+    others = [h for h in rows if h not in robust and h["worst_case"] is not None]
+    if others:
+        accs = [100 * h["worst_case"]["accuracy"] for h in others]
+        lines.append(f"\nEvery other model ends at {min(accs):.1f}–{max(accs):.1f}% under the worst case: "
+                     + ", ".join(cfg.label(h["name"]) for h in others) + ".")
+    missing = [n for n in cfg.models if n not in {h["name"] for h in rows}]
+    if missing:
+        lines.append("\nNo records yet: " + ", ".join(cfg.label(n) for n in missing) + ".")
+    flagged = [f"{cfg.label(h['name'])} ({'; '.join(h['flags'])})" for h in rows if h["flags"]]
+    lines.append("\nSanity flags: " + ("; ".join(flagged) if flagged else "none") + ".")
     return "\n".join(lines)
 
 
