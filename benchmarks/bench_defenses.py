@@ -15,6 +15,7 @@ batch) is not in a step: the report reads it from the training records (wall tim
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def main(argv=None) -> dict:
         case["labels"] = labels
         out["results"][dev_name] = case
     if a.json:
-        Path(a.json).write_text(__import__("json").dumps(out, indent=1))
+        Path(a.json).write_text(json.dumps(out, indent=1))
     return out
 
 

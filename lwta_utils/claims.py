@@ -65,14 +65,16 @@ def load_claims(path: str | Path = CLAIMS_FILE) -> dict:
     return spec
 
 
-def _records(cfg) -> pd.DataFrame:
+def _context(cfg) -> dict:
+    """The records, read once, and a cache of their headline rows per eps, for many measures."""
     from .tables import study_records
 
-    return study_records(cfg)
+    return {"records": study_records(cfg), "headline": {}}
 
 
-def measure(cfg, m: dict, records: pd.DataFrame | None = None) -> Measurement | None:
-    """Our number for measure ``m`` (see ``claims.yaml``), or None when the profile has no record."""
+def measure(cfg, m: dict, context: dict | None = None) -> Measurement | None:
+    """Our number for measure ``m`` (see ``claims.yaml``), or None when the profile has no record.
+    ``context`` (from ``_context``) saves re-reading the records for each measure."""
     if "record" in m:
         return _record_measure(cfg, m)
     from .tables import attack_label, headline_rows
@@ -81,7 +83,8 @@ def measure(cfg, m: dict, records: pd.DataFrame | None = None) -> Measurement | 
     if name not in cfg.models:
         return None
     eps = float(m.get("eps", cfg.eval.headline_eps))
-    df = _records(cfg) if records is None else records
+    context = _context(cfg) if context is None else context
+    df = context["records"]
     sub = df[df["model"] == name]
     if sub.empty:
         return None
@@ -89,7 +92,9 @@ def measure(cfg, m: dict, records: pd.DataFrame | None = None) -> Measurement | 
         hit = sub[sub["attack"] == "none"]
         r = hit.iloc[0] if len(hit) else None
     elif attack in ("standard", "strongest", "worst_case"):
-        rows = [h for h in headline_rows(cfg, eps) if h["name"] == name]
+        if eps not in context["headline"]:
+            context["headline"][eps] = {h["name"]: h for h in headline_rows(cfg, eps, df)}
+        rows = [context["headline"][eps][name]] if name in context["headline"][eps] else []
         r = rows[0][attack] if rows else None
     else:
         hit = sub[(sub["attack"] == attack) & np.isclose(sub["eps"], eps)]
@@ -168,11 +173,11 @@ def _describe(m: dict) -> str:
 def evaluate_claims(cfg, path: str | Path = CLAIMS_FILE) -> list[dict]:
     """Every claim with our measurements and its verdict."""
     spec = load_claims(path)
-    records = _records(cfg)
+    context = _context(cfg)
     out = []
     for c in spec["claims"]:
-        a = measure(cfg, c["a"], records) if "a" in c else None
-        b = measure(cfg, c["b"], records) if "b" in c else None
+        a = measure(cfg, c["a"], context) if "a" in c else None
+        b = measure(cfg, c["b"], context) if "b" in c else None
         v, why = verdict(c, a, b)
         out.append({**c, "ours_a": a, "ours_b": b, "verdict": v, "why": why})
     return out
@@ -204,18 +209,18 @@ def seed001_table(cfg, path: str | Path = CLAIMS_FILE) -> pd.DataFrame:
     seed's reported numbers beside ours at the same attack settings, plus our standard attack and
     the worst case over every attack. Ours: % [95% interval], mean over draws when stochastic."""
     spec = load_claims(path)["seed001_table"]
-    records = _records(cfg)
+    context = _context(cfg)
     rows = []
     for r in spec["rows"]:
         if r["model"] not in cfg.models:
             continue
         row = {"training variant (seed 001)": r["row"], "our model": cfg.label(r["model"])}
         for i, (col, attack) in enumerate(spec["columns"].items()):
-            m = measure(cfg, {"model": r["model"], "attack": attack}, records)
+            m = measure(cfg, {"model": r["model"], "attack": attack}, context)
             row[f"{col}: seed 001"] = "-" if r["reported"] is None else f"{r['reported'][i]:g}"
             row[f"{col}: ours"] = m.text() if m is not None else "not run"
         for extra, attack in (("ours: standard attack", "standard"), ("ours: worst case over attacks", "worst_case")):
-            m = measure(cfg, {"model": r["model"], "attack": attack}, records)
+            m = measure(cfg, {"model": r["model"], "attack": attack}, context)
             row[extra] = m.text() if m is not None else "not run"
         rows.append(row)
     return pd.DataFrame(rows).set_index("training variant (seed 001)") if rows else pd.DataFrame()

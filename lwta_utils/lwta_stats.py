@@ -7,7 +7,9 @@ table. Every number is computed here from the models and the test split.
 from __future__ import annotations
 
 import dataclasses
+import json
 from contextlib import ExitStack
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -33,9 +35,6 @@ def lwta_model_names(cfg, stage: str | None = None) -> list[str]:
 def write_rows(path, rows: list[dict], per_block: dict | None = None, **meta) -> None:
     """Write ``rows`` (and ``per_block``) to the JSON record ``path``, keeping the rows of the other
     models already there (02_lwta writes the standard LWTA models, 04 the adversarially trained)."""
-    import json
-    from pathlib import Path
-
     path, models = Path(path), {r["model"] for r in rows}
     old = json.loads(path.read_text()) if path.is_file() else {}
     out = {"rows": [r for r in old.get("rows", []) if r["model"] not in models] + rows}

@@ -17,7 +17,7 @@ import pandas as pd
 import seaborn as sns
 
 from .fileio import atomic_path
-from .tables import attack_label, overhead_rows, study_records
+from .tables import attack_label, attack_labels, overhead_rows, study_records
 
 PROB_ATTACKS = ("fgsm", "pgd_linf", "pgd_s001", "cw_l2")  # seed 001's figure: natural, FGSM, PGD and CW
 NORM_UNITS = {"linf": "Linf, pixel units in [0, 1]", "l2": "L2, pixel units"}
@@ -89,7 +89,7 @@ def plot_true_class_probs(cfg, eps: float | None = None) -> plt.Figure:
                 frames.append(pd.DataFrame({"name": name, "attack": attack, "p_true": data[key]}))
     df = pd.concat(frames, ignore_index=True)
     attacks = [a for a in ("none",) + PROB_ATTACKS if (df["attack"] == a).any()]
-    labels = {r["attack"]: attack_label(r) for _, r in study_records(cfg).iterrows()}
+    labels = attack_labels(study_records(cfg))
     grp = groups(cfg)
     heights = [max(len(n), 2) * 0.42 + 0.8 for n in grp.values()]
     fig, axes = plt.subplots(len(grp), len(attacks), figsize=(3.3 * len(attacks), sum(heights)), squeeze=False,
@@ -269,7 +269,7 @@ def plot_adversarial_examples(cfg, names: list[str] | None = None) -> list[plt.F
     correctly, each shown clean with its label and adversarial with the model's prediction (first
     draw). From ``results/examples_<name>.npz``; one figure per group (or for ``names``)."""
     eps = cfg.eval.headline_eps
-    labels = {r["attack"]: attack_label(r) for _, r in study_records(cfg).iterrows()}
+    labels = attack_labels(study_records(cfg))
     figs = []
     for g, ns in ({"": names} if names else groups(cfg)).items():
         data = {}

@@ -61,6 +61,11 @@ def study_records(cfg) -> pd.DataFrame:
     return df[df["model"].isin(list(cfg.models))].reset_index(drop=True)
 
 
+def attack_labels(records: pd.DataFrame) -> dict[str, str]:
+    """Attack id -> its display name, from the records."""
+    return {r["attack"]: attack_label(r) for _, r in records.drop_duplicates("attack").iterrows()}
+
+
 def _per_model(cfg, df: pd.DataFrame):
     """(name, that model's rows of ``df``) for the profile's models that have records, in profile order."""
     for name in cfg.models:
@@ -96,13 +101,14 @@ def accuracy_table(cfg, eps: float | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("model")
 
 
-def headline_rows(cfg, eps: float | None = None) -> list[dict]:
+def headline_rows(cfg, eps: float | None = None, records: pd.DataFrame | None = None) -> list[dict]:
     """Per model, the records of the headline: clean, the standard attack and the strongest
-    single attack at ``eps``, and the per-example worst case over all attacks."""
+    single attack at ``eps``, and the per-example worst case over all attacks (from ``records``,
+    default: ``study_records(cfg)``)."""
     eps = cfg.eval.headline_eps if eps is None else eps
     flags = sanity_flags(cfg)
     rows = []
-    for name, sub in _per_model(cfg, study_records(cfg)):
+    for name, sub in _per_model(cfg, study_records(cfg) if records is None else records):
         at = sub[_linf_at(sub, eps) & (sub["attack"] != "none")]
         single = at[at["attack"] != "worst_case"]
         std = single[single["attack"] == cfg.eval.standard_attack]
