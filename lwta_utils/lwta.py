@@ -141,6 +141,8 @@ class LWTA(nn.Module, Switchable):
         return torch.softmax(logits / self.temperature(), dim=2)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if h.dtype in (torch.float16, torch.bfloat16):  # mixed precision: compete in float32
+            return self.forward(h.float()).to(h.dtype)
         hv = self.blocks(h)
         self.kl = kl_categorical_uniform(hv) if self.track_kl else None
         if self.mask_override is not None:

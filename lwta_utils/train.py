@@ -19,21 +19,32 @@ never looked at here.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+import os
+import random
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm  # text bars: no ipywidgets needed in Jupyter or papermill
 
 from .adversarial import training_inputs
 from .attacks import pgd_linf
-from .config import ADV_METHODS, TrainConfig
+from .config import ADV_METHODS, AMP_MODES, ComputeConfig, TrainConfig
 from .data import Splits, augment_batch
-from .evaluate import accuracy, eval_mode
+from .distributed import SINGLE, DistContext, barrier, check_replicas, gather_objects, shard, sum_across
+from .evaluate import accuracy, eval_mode, predict_logits
 from .errors import bad
+from .fileio import atomic_path
+from .paths import display_path
 from .ibp import has_kl_terms, model_kl
 from .kwta import kwta_layers, schedule_epochs, scheduled_gamma, set_gamma
 from .switches import maybe_switches
@@ -105,9 +116,19 @@ def gamma_plan(model: nn.Module, t: TrainConfig) -> tuple[float, int] | None:
 
 
 def validation_metric(model: nn.Module, splits: Splits, t: TrainConfig, device: torch.device,
-                      generator: torch.Generator, batch_size: int = 500) -> dict:
-    x, y = splits.x_val.to(device), splits.y_val.to(device)
-    out = {"val_acc": accuracy(model, x, y, batch_size)}
+                      generator: torch.Generator, batch_size: int = 500, ctx: DistContext = SINGLE) -> dict:
+    """Clean validation accuracy (and under PGD for ``select_metric`` 'pgd'); sharded over the
+    processes under torch.distributed."""
+    part = shard(len(splits.y_val), ctx) if ctx.active else slice(None)
+    x, y = splits.x_val[part].to(device), splits.y_val[part].to(device)
+
+    def acc(inputs: torch.Tensor) -> float:
+        if not ctx.active:
+            return accuracy(model, inputs, y, batch_size)
+        count = float((predict_logits(model, inputs, batch_size).argmax(1) == y.cpu()).sum())
+        return sum_across([count], ctx, device)[0] / len(splits.y_val)
+
+    out = {"val_acc": acc(x)}
     if t.select_metric == "pgd":
         a = t.adversarial
         step = 2.5 * a.eps / t.val_attack_steps
@@ -115,15 +136,88 @@ def validation_metric(model: nn.Module, splits: Splits, t: TrainConfig, device: 
             adv = torch.cat([pgd_linf(model, x[i:i + batch_size], y[i:i + batch_size], eps=a.eps, step_size=step,
                                       steps=t.val_attack_steps, generator=generator)
                              for i in range(0, len(x), batch_size)])
-        out["val_pgd_acc"] = accuracy(model, adv, y, batch_size)
+        out["val_pgd_acc"] = acc(adv)
     return out
 
 
+@contextmanager
+def deterministic_algorithms(on: bool, device: torch.device) -> Iterator[None]:
+    """``torch.use_deterministic_algorithms(on)`` and cuDNN autotuning off (on: deterministic) or
+    on (a GPU run without it) inside the block; the previous settings restored after."""
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    if on and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for determinism
+    torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not on
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]
+
+
+def autocast(compute: ComputeConfig, device: torch.device):
+    """The mixed-precision context of the training step (``compute.amp``)."""
+    if compute.amp == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _rng_states(device: torch.device, gens: dict[str, torch.Generator]) -> dict:
+    out = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+           **{k: g.get_state() for k, g in gens.items()}}
+    if device.type == "cuda":
+        out["cuda"] = torch.cuda.get_rng_state(device)
+    return out
+
+
+def _set_rng_states(states: dict, device: torch.device, gens: dict[str, torch.Generator]) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    for k, g in gens.items():
+        g.set_state(states[k])
+    if "cuda" in states and device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
+class _Epoch:
+    """The running sums of one epoch (kept on the device: no synchronisation per step)."""
+
+    def __init__(self, device: torch.device):
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.float64, device=device)
+        self.kl = torch.zeros((), dtype=torch.float64, device=device)
+        self.branches: dict[str, int] = {}
+        self.seconds = 0.0
+
+    def state(self) -> dict:
+        return {"loss": self.loss, "correct": self.correct, "kl": self.kl, "branches": dict(self.branches),
+                "seconds": self.seconds}
+
+    def load(self, state: dict) -> None:
+        self.loss, self.correct, self.kl = (state[k].to(self.loss.device) for k in ("loss", "correct", "kl"))
+        self.branches, self.seconds = dict(state["branches"]), state["seconds"]
+
+
 def fit(model: nn.Module, splits: Splits, t: TrainConfig, *, device: torch.device, seed: int,
-        desc: str = "fit", progress: bool = True) -> FitResult:
-    """Train ``model`` in place on ``splits``; load the best validation epoch at the end."""
+        desc: str = "fit", progress: bool = True, compute: ComputeConfig | None = None,
+        ctx: DistContext = SINGLE, state_path: Path | None = None, state_key: str = "") -> FitResult:
+    """Train ``model`` in place on ``splits``; load the best validation epoch at the end.
+
+    ``compute`` sets mixed precision, channels-last, torch.compile and deterministic
+    algorithms (:class:`~lwta_utils.config.ComputeConfig`). ``ctx`` is the torch.distributed
+    context (``lwta_utils.distributed``; every process calls ``fit`` with the same arguments).
+    With ``state_path`` the training state is saved at the end of every epoch and every
+    ``compute.state_every_steps`` steps, and a state there whose ``state_key`` matches is
+    resumed (``compute.resume``): an interrupted run continues where it was saved and, in
+    deterministic mode, ends with the same weights as an uninterrupted one.
+    """
+    compute = compute or ComputeConfig()
     if t.adversarial.method not in ADV_METHODS:
         raise bad("adversarial.method", t.adversarial.method, f"choose one of {ADV_METHODS}")
+    if compute.amp not in AMP_MODES:
+        raise bad("compute.amp", compute.amp, f"choose one of {AMP_MODES}")
     elbo = t.loss == "elbo"
     if elbo and not has_kl_terms(model):
         raise bad("train.loss", t.loss, "the ELBO needs a model with KL terms (LWTA layers, optionally IBP)")
@@ -133,11 +227,32 @@ def fit(model: nn.Module, splits: Splits, t: TrainConfig, *, device: torch.devic
     if plan and t.epochs <= plan[1]:
         raise bad("train.epochs", t.epochs, f"the gamma schedule reaches gamma {plan[0]:g} at epoch "
                   f"{plan[1] + 1}: train at least that many epochs")
+    with deterministic_algorithms(compute.deterministic, device):
+        return _fit(model, splits, t, device=device, seed=seed, desc=desc, progress=progress and ctx.is_main,
+                    compute=compute, ctx=ctx, state_path=state_path, state_key=state_key, plan=plan)
+
+
+def _fit(model, splits, t, *, device, seed, desc, progress, compute, ctx, state_path, state_key, plan):
+    a, elbo = t.adversarial, t.loss == "elbo"
     post_step = [m for m in model.modules() if callable(getattr(m, "after_step", None))]
-    a = t.adversarial
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # permutation, augmentation, mixed-AT branch: shared
+    # attack starts and noise: per process under torch.distributed (the same stream in one process)
+    local_gen = gen if not ctx.active else torch.Generator().manual_seed(seed + 7919 * (ctx.rank + 1))
+    gens = {"gen": gen} if not ctx.active else {"gen": gen, "local_gen": local_gen}
+    if ctx.active:  # the stochastic layers' noise differs between processes
+        torch.manual_seed(seed + 7919 * (ctx.rank + 1))
     model.to(device)
+    if compute.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if ctx.active and device.type == "cuda" and compute.sync_batchnorm:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     opt = make_optimizer(model, t)
+    step_model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
+        if ctx.active else model
+    attack_model = model
+    if compute.compile:
+        step_model, attack_model = torch.compile(step_model), (torch.compile(model) if ctx.active else None)
+        attack_model = attack_model or step_model
     x_tr, y_tr = splits.x_train.to(device), splits.y_train.to(device)
     n = len(y_tr)
     steps_per_epoch = math.ceil(n / t.batch_size)
@@ -145,55 +260,94 @@ def fit(model: nn.Module, splits: Splits, t: TrainConfig, *, device: torch.devic
     result = FitResult(select_metric=key)
     best_state = copy.deepcopy(model.state_dict())
     start = time.perf_counter()
+    first_epoch, first_step, perm, resumed = 0, 0, None, None
+    if state_path is not None and compute.resume:
+        resumed = load_train_state(state_path, state_key, ctx)
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        opt.load_state_dict(resumed["optimizer"])
+        best_state = resumed["best_state"]
+        result = FitResult(**resumed["result"])
+        first_epoch, first_step, perm = resumed["epoch"], resumed["step"], resumed["perm"]
+        _set_rng_states(resumed["rng"][ctx.rank], device, gens)
+        if progress:
+            tqdm.write(f"{desc}: resuming from {display_path(state_path)} at epoch {first_epoch + 1}, "
+                       f"step {first_step}/{steps_per_epoch}")
+
+    def save_state(epoch: int, step: int, perm: torch.Tensor | None, sums: _Epoch | None) -> None:
+        rng = gather_objects(_rng_states(device, gens), ctx)
+        if ctx.is_main:
+            with atomic_path(state_path) as tmp:
+                torch.save({"format": STATE_FORMAT, "key": state_key, "world_size": ctx.world_size,
+                            "epoch": epoch, "step": step, "perm": perm, "rng": rng,
+                            "model": model.state_dict(), "optimizer": opt.state_dict(), "best_state": best_state,
+                            "result": dataclasses.asdict(result), "epoch_sums": sums and sums.state()}, tmp)
+        barrier(ctx)
+
     if t.epochs == 0:
         with eval_mode(model):
-            metrics = validation_metric(model, splits, t, device, gen)
+            metrics = validation_metric(model, splits, t, device, local_gen, ctx=ctx)
         result.best_metric = metrics[key]
-    for epoch in range(t.epochs):
+    for epoch in range(first_epoch, t.epochs):
         model.train()
         eps = train_eps(t, epoch)
         if plan:
             set_gamma(model, scheduled_gamma(t.gamma_schedule.start, plan[0], t.gamma_schedule.step,
                                              t.gamma_schedule.every_epochs, epoch))
-        perm = torch.randperm(n, generator=gen).to(device)
-        loss_sum = correct = kl_sum = 0.0
-        branches: dict[str, int] = {}
-        t0 = time.perf_counter()
-        batches = tqdm(range(steps_per_epoch), desc=f"{desc} epoch {epoch + 1}", leave=False,
+        sums = _Epoch(device)
+        if resumed is not None and epoch == first_epoch and resumed["epoch_sums"] is not None:
+            sums.load(resumed["epoch_sums"])
+        else:
+            perm, first_step = torch.randperm(n, generator=gen), 0
+        perm_dev = perm.to(device)
+        t0 = time.perf_counter() - sums.seconds
+        batches = tqdm(range(first_step, steps_per_epoch), desc=f"{desc} epoch {epoch + 1}", leave=False,
                        disable=not progress, mininterval=5.0)
         for b in batches:
             for g in opt.param_groups:
                 g["lr"] = t.lr * lr_factor(t, epoch + b / steps_per_epoch)
-            idx = perm[b * t.batch_size:(b + 1) * t.batch_size]
+            idx = perm_dev[b * t.batch_size:(b + 1) * t.batch_size]
             xb = augment_batch(x_tr[idx], t.augment, t.max_shift, gen)
             yb = y_tr[idx]
-            x_adv, branch = (training_inputs(model, xb, yb, a, eps, gen) if a.method != "none"
-                             and epoch >= a.clean_epochs else (None, "clean"))
-            branches[branch] = branches.get(branch, 0) + 1
+            if ctx.active:  # every process augments the global batch the same way and keeps its share
+                xb, yb = xb[shard(len(yb), ctx)], yb[shard(len(yb), ctx)]
+            if compute.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with autocast(compute, device):
+                x_adv, branch = (training_inputs(attack_model, xb, yb, a, eps, gen, noise_generator=local_gen)
+                                 if a.method != "none" and epoch >= a.clean_epochs else (None, "clean"))
+            sums.branches[branch] = sums.branches.get(branch, 0) + 1
             with maybe_switches(model, phase="train", track_kl=True if elbo else None):
-                logits = model(xb if x_adv is None else x_adv)
-                loss = F.cross_entropy(logits, yb, label_smoothing=t.label_smoothing)
-                if x_adv is not None and a.clean_weight > 0:
-                    clean_loss = F.cross_entropy(model(xb), yb, label_smoothing=t.label_smoothing)
-                    loss = a.clean_weight * clean_loss + (1 - a.clean_weight) * loss
+                with autocast(compute, device):
+                    logits = step_model(xb if x_adv is None else x_adv)
+                    loss = F.cross_entropy(logits.float(), yb, label_smoothing=t.label_smoothing)
+                    if x_adv is not None and a.clean_weight > 0:
+                        clean_loss = F.cross_entropy(step_model(xb).float(), yb, label_smoothing=t.label_smoothing)
+                        loss = a.clean_weight * clean_loss + (1 - a.clean_weight) * loss
                 if elbo:
                     kl = model_kl(model)
-                    kl_sum += kl.item() * len(yb)
+                    sums.kl += kl.detach().double() * len(yb)
                     loss = loss + kl / n
                 if t.loss == "wca":
                     loss = loss + wca_penalty(model)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                # DDP averages the processes' gradients: weight each by its share of the global batch
+                (loss * (len(yb) * ctx.world_size / len(idx)) if ctx.active else loss).backward()
             opt.step()
             for m in post_step:
                 m.after_step()
-            loss_sum += loss.item() * len(yb)
-            correct += (logits.argmax(1) == yb).sum().item()
+            sums.loss += loss.detach().double() * len(yb)
+            sums.correct += (logits.detach().argmax(1) == yb).sum()
+            if state_path is not None and compute.state_every_steps and (b + 1) % compute.state_every_steps == 0 \
+                    and b + 1 < steps_per_epoch:
+                sums.seconds = time.perf_counter() - t0
+                save_state(epoch, b + 1, perm, sums)
+        loss_sum, correct, kl_sum = sum_across([float(sums.loss), float(sums.correct), float(sums.kl)], ctx, device)
         with eval_mode(model):
-            metrics = validation_metric(model, splits, t, device, gen)
+            metrics = validation_metric(model, splits, t, device, local_gen, ctx=ctx)
         row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_eps": eps,
                **({"gamma": kwta_layers(model)[0].gamma} if plan else {}),
-               **({"branches": branches} if a.method == "mixed" else {}),
+               **({"branches": sums.branches} if a.method == "mixed" else {}),
                "train_loss": loss_sum / n, "train_acc": correct / n, **({"train_kl": kl_sum / n} if elbo else {}),
                **metrics,
                "epoch_time_s": time.perf_counter() - t0}
@@ -204,11 +358,40 @@ def fit(model: nn.Module, splits: Splits, t: TrainConfig, *, device: torch.devic
             best_state = copy.deepcopy(model.state_dict())
         if progress:
             tqdm.write(f"{desc} epoch {epoch + 1}/{t.epochs}: loss {row['train_loss']:.4f} "
-                   + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()) + f" ({row['epoch_time_s']:.1f}s)")
+                       + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()) + f" ({row['epoch_time_s']:.1f}s)")
+        if state_path is not None and epoch + 1 < t.epochs:
+            save_state(epoch + 1, 0, None, None)
     opt.zero_grad(set_to_none=True)
+    check_replicas(model, ctx)
     model.load_state_dict(best_state)
     if plan:
         set_gamma(model, plan[0])
+    if compute.channels_last:
+        model.to(memory_format=torch.contiguous_format)
     model.eval()
-    result.wall_time_s = time.perf_counter() - start
+    result.wall_time_s = time.perf_counter() - start + (resumed["result"]["wall_time_s"] if resumed else 0.0)
     return result
+
+
+STATE_FORMAT = "lwta-study-train-state-1"
+
+
+def load_train_state(path: Path, key: str, ctx: DistContext = SINGLE) -> dict | None:
+    """The saved training state at ``path`` if it belongs to this configuration (``key``) and
+    world size; None when there is none or it belongs to another run (then it is started again)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # truncated or corrupted: say so and start again
+        tqdm.write(f"training state {display_path(path)} cannot be read ({type(exc).__name__}); starting again")
+        return None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        tqdm.write(f"training state {display_path(path)} has another format; starting again")
+        return None
+    if state["key"] != key or state["world_size"] != ctx.world_size:
+        tqdm.write(f"training state {display_path(path)} belongs to another configuration or number of "
+                   f"processes; starting again")
+        return None
+    return state
