@@ -46,6 +46,8 @@ from .errors import bad
 from .fileio import atomic_path
 from .paths import display_path
 from .ibp import has_kl_terms, model_kl
+from .lwta import lwta_layers
+from .lwta_kernels import resolve_kernel
 from .kwta import kwta_layers, schedule_epochs, scheduled_gamma, set_gamma
 from .switches import maybe_switches
 from .wca import wca_heads, wca_penalty
@@ -269,6 +271,8 @@ def _fit(model, splits, t, *, device, seed, desc, progress, compute, ctx, state_
         best_state = resumed["best_state"]
         result = FitResult(**resumed["result"])
         first_epoch, first_step, perm = resumed["epoch"], resumed["step"], resumed["perm"]
+        for layer in lwta_layers(model):  # resolve lazily compiled kernels first: their one-off trial
+            resolve_kernel(layer.kernel, device)  # draws from torch's RNG, restored next
         _set_rng_states(resumed["rng"][ctx.rank], device, gens)
         if progress:
             tqdm.write(f"{desc}: resuming from {display_path(state_path)} at epoch {first_epoch + 1}, "
