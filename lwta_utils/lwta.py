@@ -156,13 +156,24 @@ class LWTA(nn.Module, Switchable):
                                       resolve_kernel(self.kernel, hv.device), keep)
             if keep:
                 self.last_mask = torch.stack((keep[0], 1 - keep[0]), dim=2)
-            return y.view_as(h)
+            return _like(y, h)
         xi = self.mask(hv)
         if self.keep_mask:
             self.last_mask = xi.detach()
         if self.gradient == "straight_through":
             xi = xi.detach()
         return (hv * xi).view_as(h)
+
+
+def _like(y: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """The block output ``y`` back in ``h``'s shape and memory format (channels-last stays so;
+    the compiled kernel may return another layout, which then costs one copy)."""
+    try:
+        return y.view_as(h)
+    except RuntimeError:
+        fmt = torch.channels_last if h.dim() == 4 and h.is_contiguous(memory_format=torch.channels_last) \
+            else torch.contiguous_format
+        return y.reshape(h.shape).contiguous(memory_format=fmt)
 
 
 def kl_categorical_uniform(hv: torch.Tensor) -> torch.Tensor:

@@ -38,3 +38,30 @@ def trained(smoke_cfg, splits):
     model = build_model(m, splits.info)
     fit(model, splits, m.train, device=torch.device("cpu"), seed=0, progress=False)
     return model.eval()
+
+
+def write_fake_cifar10(root, per_batch: int = 20, n_test: int = 40, seed: int = 0):
+    """CIFAR-10 python batches (torchvision's layout, random pixels, balanced labels) under ``root``;
+    returns the test images (uint8, N x 3 x 32 x 32) and labels as written."""
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = None
+    for name, n in [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [("test_batch", n_test)]:
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.permutation(np.arange(n) % 10)]
+        with open(folder / name, "wb") as fh:
+            pickle.dump({b"data": data, b"labels": labels, b"batch_label": name.encode()}, fh)
+        written = (data.reshape(-1, 3, 32, 32), labels)
+    return written
+
+
+@pytest.fixture
+def fake_cifar10(tmp_path):
+    root = tmp_path / "data"
+    x_test, y_test = write_fake_cifar10(root)
+    return root, x_test, y_test
