@@ -117,14 +117,17 @@ def plot_true_class_probs(cfg, eps: float | None = None) -> plt.Figure:
 
 
 def plot_robustness_curves(cfg) -> plt.Figure:
-    """Accuracy versus eps per model, one panel per attack run at several eps (clean at eps 0),
-    with 95% Wilson bands; one row per group of models."""
+    """Accuracy versus eps per model, one panel per attack run at several eps (clean at eps 0; every
+    attack when none runs at several), with 95% Wilson bands; one row per group of models."""
     df = study_records(cfg)
     clean = df[df["attack"] == "none"]
     atk = df[df["attack"] != "none"]
     counts = atk.groupby("attack")["eps"].nunique()
     attacks = [a for a in atk["attack"].unique() if counts[a] > 1]
+    attacks = attacks or list(atk["attack"].unique())  # no attack at several eps: clean -> attacked per attack
     colors, markers, grp = model_colors(cfg), model_markers(cfg), groups(cfg)
+    if not attacks:
+        raise ValueError("no attack records to plot: run 05_attacks first")
     fig, axes = plt.subplots(len(grp), len(attacks), figsize=(4.2 * len(attacks), 3.4 * len(grp)), squeeze=False,
                              sharey=True)
     for i, (g, names) in enumerate(grp.items()):
@@ -307,8 +310,8 @@ def plot_adversarial_examples(cfg, names: list[str] | None = None) -> list[plt.F
                         c_ax.axis("off")
                         a_ax.axis("off")
                         continue
-                    c_ax.imshow(d["x"][idx].astype(np.float32).transpose(1, 2, 0).squeeze(-1), cmap="gray", vmin=0, vmax=1)
-                    a_ax.imshow(adv[idx].transpose(1, 2, 0).squeeze(-1), cmap="gray", vmin=0, vmax=1)
+                    _show(c_ax, d["x"][idx])
+                    _show(a_ax, adv[idx])
                     c_ax.set_title(f"label {y[idx]}", fontsize=6)
                     a_ax.set_title(f"{labels.get(attack, attack)}:\n{pred[idx]} ({word})", fontsize=6,
                                    color="#0072B2" if word == "correct" else "#D55E00")
@@ -320,6 +323,15 @@ def plot_adversarial_examples(cfg, names: list[str] | None = None) -> list[plt.F
                             hspace=0.45)
         figs.append(_finish(fig, cfg, f"adversarial_examples{'_' + _slug(g) if g else ''}.png"))
     return figs
+
+
+def _show(ax: plt.Axes, img: np.ndarray) -> None:
+    """One (C, H, W) image in [0, 1]: grey for one channel, colour for three."""
+    img = np.clip(np.asarray(img, dtype=np.float32).transpose(1, 2, 0), 0, 1)
+    if img.shape[-1] == 1:
+        ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(img)
 
 
 def plot_overhead(cfg) -> plt.Figure | None:

@@ -14,8 +14,11 @@ BENCHMARKS = {
     "bench_attacks.py": ("ours", "foolbox", "torchattacks", "foolbox / ours", "torchattacks / ours"),
     "bench_defenses.py": ("relu_std", "lwta_std", "kwta_std", "pni_pgdat", "wca", "sparta_pgdat",
                           "kwta_official_kernel"),
+    "bench_paper.py": ("relu_fp32", "relu_bf16_cl", "lwta_fp32", "lwta_bf16_cl", "GFLOP per image",
+                       "full recipe, lwta_bf16_cl"),
 }
-ARGS = {"bench_defenses.py": ["--profile", "smoke"], "bench_attacks.py": []}
+ARGS = {"bench_defenses.py": ["--profile", "smoke"], "bench_attacks.py": [],
+        "bench_paper.py": ["--batch", "2", "--width", "1", "--attack-steps", "1"]}
 
 
 @pytest.mark.parametrize("script", sorted(BENCHMARKS))

@@ -60,4 +60,4 @@ def test_torchvision_datasets_fail_clearly_without_torchvision():
     except Exception:
         pass
     with pytest.raises(ConfigError, match="torchvision"):
-        lu.load_data(lu.load_config("paper"))
+        lu.load_data(lu.load_config("smoke", overrides={"data.name": "mnist"}))
