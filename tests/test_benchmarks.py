@@ -14,7 +14,7 @@ BENCHMARKS = {
     "bench_attacks.py": ("ours", "foolbox", "torchattacks", "foolbox / ours", "torchattacks / ours"),
     "bench_defenses.py": ("relu_std", "lwta_std", "kwta_std", "pni_pgdat", "wca", "sparta_pgdat",
                           "kwta_official_kernel"),
-    "bench_paper.py": ("relu_fp32", "relu_bf16_cl", "lwta_fp32", "lwta_bf16_cl", "GFLOP per image",
+    "bench_paper.py": ("relu_fp32", "relu_bf16_cl", "lwta_fp32", "lwta_bf16_cl", "relu: ",
                        "full recipe, lwta_bf16_cl"),
 }
 ARGS = {"bench_defenses.py": ["--profile", "smoke"], "bench_attacks.py": [],
