@@ -201,6 +201,15 @@ def test_readme_result_numbers_are_in_the_records():
     for ratio in re.findall(r"(\d\.\d\d)x", prose):
         assert ratio in bench or ratio in claimed, f"README findings: {ratio}x is in no benchmark record"
     for start, end in (("**Speed.** For U = 2", "## k-WTA, PNI"), ("**k-WTA speed.**", "## Attack suite"),
-                       ("**Speed of our PGD**", "## JupyterLab")):
+                       ("**Speed of our PGD**", "## Paper scale")):
         for ratio in re.findall(r"(?<![\d.])(\d\.\d\d)(?![\d.])", _between(readme, start, end)):
             assert ratio in bench, f"README section {start!r}: {ratio} is in no benchmark record"
+    paper = set()
+    _floats(json.loads((results / "bench_paper.json").read_text()), paper, ".1f")
+    _floats(json.loads((results / "bench_paper.json").read_text()), paper, ".2f")
+    rows = [ln for ln in _between(readme, "### Training speed and wall time", "## JupyterLab").splitlines()
+            if ln.startswith(("| ReLU", "| LWTA"))]
+    assert len(rows) == 4
+    for row in rows:
+        for number in re.findall(r"\d+\.\d+", row):
+            assert number in paper, f"README paper-scale table: {number} is in no bench_paper record"
