@@ -85,15 +85,19 @@ def register_attack(name: str, norm: str = "linf", kind: str = "white-box", labe
     return deco
 
 
-def check_inputs(x: torch.Tensor, y: torch.Tensor) -> None:
-    """Images (B, C, H, W) float in [0, 1]; labels (B,) integer."""
+def check_inputs(x: torch.Tensor, y: torch.Tensor, x_name: str = "x", y_name: str = "y") -> None:
+    """Images (B, C, H, W) float in [0, 1] (no NaN); labels (B,) integer."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 4:
-        raise bad("x", getattr(x, "shape", type(x).__name__), "must be a float tensor of shape (B, C, H, W)")
+        what = f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise bad(x_name, what, "must be a float tensor of shape (B, C, H, W)")
+    if x.numel() and torch.isnan(x).any():
+        raise bad(x_name, "a tensor with NaN pixels", "pixels must be numbers in [0, 1]")
     if x.numel() and (x.min() < 0 or x.max() > 1):
-        raise bad("x", f"range [{x.min().item():.3g}, {x.max().item():.3g}]",
+        raise bad(x_name, f"range [{x.min().item():.3g}, {x.max().item():.3g}]",
                   "pixels must lie in [0, 1] (normalisation belongs inside the model)")
     if not isinstance(y, torch.Tensor) or y.dtype not in (torch.int64, torch.int32) or y.shape != x.shape[:1]:
-        raise bad("y", getattr(y, "shape", type(y).__name__), f"must be integer labels of shape ({x.shape[0]},)")
+        what = f"{y.dtype} tensor of shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
+        raise bad(y_name, what, f"must be integer labels of shape ({x.shape[0]},)")
 
 
 def check_eps(eps: float, norm: str) -> None:

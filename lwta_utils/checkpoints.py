@@ -6,6 +6,7 @@ weights match it; any problem is one :class:`ConfigError` naming the file.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import torch
@@ -37,6 +38,8 @@ def save_checkpoint(path: Path, model: nn.Module, *, name: str, model_cfg: Model
 
 def read_checkpoint(path: Path) -> dict:
     """The checkpoint's contents (weights on the CPU), or a clear error."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"parameter 'path' = {path!r} is not allowed: must be a file path (str or Path)")
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint '{path}' does not exist: train it first (its notebook in the chain), "

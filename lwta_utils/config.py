@@ -8,7 +8,6 @@ naming the parameter, its value and what is allowed.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import inspect
@@ -457,6 +456,16 @@ class StudyConfig:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+    def eval_hash(self, name: str) -> str:
+        """Hash of everything a model's evaluation records depend on: its checkpoint (and those of
+        the transfer attacks' surrogates), the evaluation settings, the data split and the seed."""
+        surrogates = sorted({a.surrogate for a in self.eval.attacks if a.surrogate})
+        payload = {"model": self.model_hash(name), "surrogates": {s: self.model_hash(s) for s in surrogates},
+                   "eval": dataclasses.asdict(self.eval), "data": dataclasses.asdict(self.data), "seed": self.seed}
+        blob = json.dumps(payload, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
 # ----------------------------------------------------------------------------
 # Building a typed config from plain dicts, with errors naming the parameter
 # ----------------------------------------------------------------------------
@@ -541,10 +550,20 @@ def load_profile_dict(profile: str) -> dict:
     return raw
 
 
+def _unshared(node: Any) -> Any:
+    """A copy in which no two places share an object: YAML anchors (``train: *standard``) load as
+    one shared dict, and an override of one model's field must not reach the others'."""
+    if isinstance(node, dict):
+        return {k: _unshared(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_unshared(v) for v in node]
+    return node
+
+
 def load_config(profile: str = "default", *, seed: int | None = None, device: str | None = None,
                 out_dir: str | None = None, overrides: dict[str, Any] | None = None) -> StudyConfig:
     """Read ``params/<profile>.yaml``, apply overrides, validate, return the config."""
-    raw = copy.deepcopy(load_profile_dict(profile))
+    raw = _unshared(load_profile_dict(profile))
     raw["profile"] = profile
     if overrides is not None and not isinstance(overrides, dict):
         raise bad("overrides", overrides, "must be a mapping of dotted config keys to values")
@@ -572,8 +591,7 @@ def validate(cfg: StudyConfig) -> None:
     if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
         raise bad("device", cfg.device, "choose 'auto', 'cpu', 'cuda' or 'cuda:N'")
     check_range("num_threads", cfg.num_threads, 0, integer=True)
-    check_choice("compute.amp", cfg.compute.amp, AMP_MODES)
-    check_range("compute.state_every_steps", cfg.compute.state_every_steps, 0, integer=True)
+    validate_compute("compute", cfg.compute)
     d = cfg.data
     check_choice("data.name", d.name, DATASETS)
     check_range("data.n_train", d.n_train, 10, integer=True)
@@ -630,28 +648,7 @@ def validate(cfg: StudyConfig) -> None:
         if m.arch == "wrn" and (m.depth - 4) % 6:
             raise bad(f"{p}.depth", m.depth, "WideResNet depth must be 6n+4 (e.g. 16, 28, 34)")
         t = m.train
-        check_range(f"{p}.train.epochs", t.epochs, 0, integer=True)
-        check_range(f"{p}.train.batch_size", t.batch_size, 1, integer=True)
-        check_choice(f"{p}.train.optimizer", t.optimizer, OPTIMIZERS)
-        check_range(f"{p}.train.lr", t.lr, 0.0, 10.0)
-        check_range(f"{p}.train.momentum", t.momentum, 0.0, 1.0)
-        check_range(f"{p}.train.weight_decay", t.weight_decay, 0.0, 1.0)
-        check_choice(f"{p}.train.schedule", t.schedule, SCHEDULES)
-        for i, ms in enumerate(t.milestones):
-            check_range(f"{p}.train.milestones[{i}]", ms, 0, integer=True)
-        if t.schedule in ("multistep", "lwta") and not t.milestones:
-            raise bad(f"{p}.train.milestones", t.milestones, f"schedule '{t.schedule}' needs milestones")
-        check_range(f"{p}.train.lr_gamma", t.lr_gamma, 0.0, 1.0)
-        check_choice(f"{p}.train.select_metric", t.select_metric, SELECT_METRICS)
-        check_range(f"{p}.train.val_attack_steps", t.val_attack_steps, 1, integer=True)
-        check_choice(f"{p}.train.augment", t.augment, AUGMENTS)
-        check_range(f"{p}.train.max_shift", t.max_shift, 0, 8, integer=True)
-        check_choice(f"{p}.train.loss", t.loss, LOSSES)
-        check_choice(f"{p}.train.weight_decay_scope", t.weight_decay_scope, WD_SCOPES)
-        check_range(f"{p}.train.label_smoothing", t.label_smoothing, 0.0, 0.99)
-        validate_adversarial(f"{p}.train.adversarial", t.adversarial)
-        if t.select_metric == "pgd" and t.adversarial.method == "none":
-            raise bad(f"{p}.train.select_metric", "pgd", "'pgd' selection needs an adversarial.method")
+        validate_train(f"{p}.train", t)
     e = cfg.eval
     check_range("eval.n_examples", e.n_examples, 1, d.n_test, integer=True)
     check_range("eval.batch_size", e.batch_size, 1, integer=True)
@@ -721,6 +718,44 @@ def validate_attack(p: str, atk: AttackConfig, cfg: StudyConfig) -> None:
             allowed = sorted(set(accepted) - own - {"model", "x", "y", "generator", "surrogate"})
             raise bad(f"{p}.options.{k}", atk.options[k],
                       f"attack '{atk.name}' takes these options: {', '.join(allowed) or 'none'}")
+
+
+def validate_train(p: str, t: TrainConfig) -> None:
+    """Checks of one training configuration (``p`` names it in messages)."""
+    if not isinstance(t, TrainConfig):
+        raise bad(p, type(t).__name__, "must be a TrainConfig")
+    check_range(f"{p}.epochs", t.epochs, 0, integer=True)
+    check_range(f"{p}.batch_size", t.batch_size, 1, integer=True)
+    check_choice(f"{p}.optimizer", t.optimizer, OPTIMIZERS)
+    check_range(f"{p}.lr", t.lr, 0.0, 10.0)
+    check_range(f"{p}.momentum", t.momentum, 0.0, 1.0)
+    check_range(f"{p}.weight_decay", t.weight_decay, 0.0, 1.0)
+    check_choice(f"{p}.schedule", t.schedule, SCHEDULES)
+    for i, ms in enumerate(t.milestones):
+        check_range(f"{p}.milestones[{i}]", ms, 0, integer=True)
+    if t.schedule in ("multistep", "lwta") and not t.milestones:
+        raise bad(f"{p}.milestones", t.milestones, f"schedule '{t.schedule}' needs milestones")
+    check_range(f"{p}.lr_gamma", t.lr_gamma, 0.0, 1.0)
+    check_choice(f"{p}.select_metric", t.select_metric, SELECT_METRICS)
+    check_range(f"{p}.val_attack_steps", t.val_attack_steps, 1, integer=True)
+    check_choice(f"{p}.augment", t.augment, AUGMENTS)
+    check_range(f"{p}.max_shift", t.max_shift, 0, 8, integer=True)
+    check_choice(f"{p}.loss", t.loss, LOSSES)
+    check_choice(f"{p}.weight_decay_scope", t.weight_decay_scope, WD_SCOPES)
+    check_range(f"{p}.label_smoothing", t.label_smoothing, 0.0, 0.99)
+    validate_adversarial(f"{p}.adversarial", t.adversarial)
+    if t.select_metric == "pgd" and t.adversarial.method == "none":
+        raise bad(f"{p}.select_metric", "pgd", "'pgd' selection needs an adversarial.method")
+
+
+def validate_compute(p: str, c: ComputeConfig) -> None:
+    if not isinstance(c, ComputeConfig):
+        raise bad(p, type(c).__name__, "must be a ComputeConfig")
+    check_choice(f"{p}.amp", c.amp, AMP_MODES)
+    check_range(f"{p}.state_every_steps", c.state_every_steps, 0, integer=True)
+    for name in ("channels_last", "compile", "deterministic", "resume", "sync_batchnorm"):
+        if not isinstance(getattr(c, name), bool):
+            raise bad(f"{p}.{name}", getattr(c, name), "must be true or false")
 
 
 def validate_adversarial(p: str, a: AdversarialConfig) -> None:

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .attacks import ATTACK_INFO, GRADIENT_MODES, attack_params, run_attack
+from .attacks import ATTACK_INFO, GRADIENT_MODES, attack_params, check_inputs, run_attack
 from .attacks_external import autoattack_version
-from .errors import bad
+from .errors import bad, check_range
 from .results import Record, make_draw_record
 from .switches import available_switches, is_stochastic
 
@@ -124,6 +124,26 @@ class ModelEvaluation:
         return iter((self.records, self.probs))
 
 
+def check_evaluate_inputs(model, x, y, attacks, batch_size, seed, draws, headline_eps, n_saved_examples) -> None:
+    """Everything ``evaluate_model`` is given, checked before any work."""
+    from .config import AttackConfig
+
+    if not isinstance(model, nn.Module):
+        raise bad("model", type(model).__name__, "must be a torch.nn.Module")
+    check_inputs(x, y)
+    if len(y) == 0:
+        raise bad("x", "0 examples", "evaluate at least one example")
+    if not isinstance(attacks, (list, tuple)) or not all(isinstance(a, AttackConfig) for a in attacks):
+        raise bad("attacks", attacks if not isinstance(attacks, (list, tuple)) else [type(a).__name__ for a in attacks],
+                  "must be a list of AttackConfig (cfg.eval.attacks)")
+    check_range("batch_size", batch_size, 1, integer=True)
+    check_range("seed", seed, 0, 2**63 - 1, integer=True)
+    check_range("draws", draws, 1, 1000, integer=True)
+    if headline_eps is not None:
+        check_range("headline_eps", headline_eps, 0.0, 1.0)
+    check_range("n_saved_examples", n_saved_examples, 0, integer=True)
+
+
 def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: list, *, batch_size: int,
                    seed: int, meta: dict, draws: int = 1, surrogates: dict | None = None,
                    headline_eps: float | None = None, example_attacks: tuple = (), n_saved_examples: int = 0,
@@ -141,6 +161,7 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: 
     The first ``n_saved_examples`` adversarial examples of the attacks ``example_attacks`` (ids) at
     ``headline_eps`` are kept, with the first draw's predictions (``ModelEvaluation.examples``).
     """
+    check_evaluate_inputs(model, x, y, attacks, batch_size, seed, draws, headline_eps, n_saved_examples)
     records, probs, correct, examples = [], {}, {}, {}
     k_saved = min(n_saved_examples, len(x))
     surrogates = surrogates or {}

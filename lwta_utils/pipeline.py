@@ -5,14 +5,22 @@
     python -m lwta_utils.pipeline --profile default --notebooks 05_attacks 06_analysis
 
 The configuration is validated before any notebook runs; a bad parameter
-stops the chain with one message (exit code 2) and nothing written. A failing
-notebook stops the chain with its name and cell (exit code 1); its executed
-copy, holding the error, stays in ``reports/executed/``.
+stops the chain with one message (exit code 2) and nothing written. Checkpoints
+and evaluation records whose configuration hash matches are reused (``--force``
+redoes everything), so changing a parameter retrains and re-evaluates exactly
+what depends on it, and rerunning the analysis alone takes seconds. The
+notebooks write into a working copy (``<out>/.chain-run/``) that replaces the
+outputs only when every notebook succeeded: a failing notebook stops the chain
+with its name and cell (exit code 1), its executed copy holding the error stays
+in ``reports/executed/``, and the last good models, results, figures and report
+are left untouched.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,6 +35,7 @@ CHAIN = ("00_data", "01_baseline", "02_lwta", "03_kwta", "04_adversarial_trainin
 STAGE_NOTEBOOK = {"baseline": "01_baseline", "lwta": "02_lwta", "kwta": "03_kwta",
                   "adversarial_training": "04_adversarial_training"}
 assert set(STAGE_NOTEBOOK) == set(STAGES)
+STAGE_DIR = ".chain-run"  # the working copy a run writes into until every notebook has succeeded
 REPORT_TITLE = "Local competition and stochasticity against adversarial attacks: a reproducibility study"
 
 
@@ -77,10 +86,60 @@ def record_timing(cfg: StudyConfig, notebook: str, wall_s: float, reuse: bool) -
     write_json(path, rec)
 
 
+STAGED = ("models", "results", "figures")
+
+
+def stage_outputs(out: Path, stage: Path) -> None:
+    """A working copy of ``out``'s models/, results/ and figures/ in ``stage`` (hard links where
+    the file system allows, else copies). Every write of the study replaces files (temporary file,
+    then rename), so the originals are never touched through the links."""
+    if stage.exists():
+        shutil.rmtree(stage)
+    for sub in STAGED:
+        for f in (out / sub).rglob("*") if (out / sub).is_dir() else []:
+            if f.is_file() and not f.name.startswith(".tmp-"):
+                dst = stage / sub / f.relative_to(out / sub)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(f, dst)
+                except OSError:
+                    shutil.copy2(f, dst)
+
+
+def promote_outputs(stage: Path, out: Path) -> int:
+    """Move every file of ``stage`` over its counterpart in ``out`` (one atomic rename each);
+    returns how many changed."""
+    changed = 0
+    for sub in STAGED:
+        for f in sorted((stage / sub).rglob("*")) if (stage / sub).is_dir() else []:
+            if f.is_file():
+                dst = out / sub / f.relative_to(stage / sub)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                if not (dst.exists() and os.path.samefile(f, dst)):
+                    changed += 1
+                os.replace(f, dst)
+    shutil.rmtree(stage)
+    return changed
+
+
+def remove_stale_temporaries(out: Path) -> int:
+    """Delete the temporary files a killed process (SIGKILL, power loss) left beside its outputs."""
+    stale = [f for sub in (*STAGED, "reports") if (out / sub).is_dir() for f in (out / sub).rglob(".tmp-*")]
+    for f in stale:
+        f.unlink(missing_ok=True)
+    return len(stale)
+
+
 def run_chain(profile: str, *, out_dir: str | None = None, seed: int | None = None, device: str | None = None,
-              overrides: dict | None = None, notebooks: list[str] | None = None, reuse: bool = False,
+              overrides: dict | None = None, notebooks: list[str] | None = None, reuse: bool = True,
               kernel: str = "python3", report: bool = True) -> Path | None:
-    """Run the chain; returns the report path (or None without a report)."""
+    """Run the chain; returns the report path (or None without a report).
+
+    The notebooks write into a working copy (``<out>/.chain-run/``) of the outputs; only when
+    every notebook succeeded are its files moved over ``<out>``'s and the report rendered. A
+    failing notebook leaves the last good models, results, figures and report untouched.
+    ``reuse`` (the default) keeps checkpoints and evaluation records whose configuration hash
+    matches; ``reuse=False`` retrains and re-evaluates everything."""
     import papermill as pm
 
     cfg = load_config(profile, seed=seed, device=device, out_dir=out_dir, overrides=overrides)
@@ -90,9 +149,15 @@ def run_chain(profile: str, *, out_dir: str | None = None, seed: int | None = No
             raise bad("notebooks", nb, f"choose from {', '.join(CHAIN)}")
     notebooks = [nb for nb in CHAIN if nb in notebooks]
     preflight(cfg, notebooks)
+    out, stage = cfg.out, cfg.out / STAGE_DIR
+    stale = remove_stale_temporaries(out)
+    if stale:
+        print(f"removed {stale} temporary file(s) left by an interrupted run")
+    stage_outputs(out, stage)
+    stage_cfg = load_config(profile, seed=seed, device=device, out_dir=str(stage), overrides=overrides)
     executed_dir = cfg.reports_dir / "executed"
     executed_dir.mkdir(parents=True, exist_ok=True)
-    params = {"profile": profile, "seed": cfg.seed, "device": cfg.device, "out_dir": display_path(cfg.out),
+    params = {"profile": profile, "seed": cfg.seed, "device": cfg.device, "out_dir": display_path(stage),
               "overrides": overrides or {}, "reuse_checkpoints": reuse}
     start = time.perf_counter()
     for i, nb in enumerate(notebooks, 1):
@@ -104,27 +169,31 @@ def run_chain(profile: str, *, out_dir: str | None = None, seed: int | None = No
                                 log_output=True, progress_bar=False, report_mode=False)
         except pm.PapermillExecutionError as exc:
             print(f"\nFAILED: notebook {nb}.ipynb, cell {exc.cell_index} (execution count {exc.exec_count}): "
-                  f"{exc.ename}: {exc.evalue}\nThe executed copy with the error is {dst}", file=sys.stderr)
+                  f"{exc.ename}: {exc.evalue}\nThe executed copy with the error is {dst}\n"
+                  f"The last good outputs under {display_path(out)} are untouched; this run's partial outputs "
+                  f"are in {display_path(stage)}", file=sys.stderr)
             raise SystemExit(1) from None
         wall = time.perf_counter() - t0
-        record_timing(cfg, nb, wall, reuse)
+        record_timing(stage_cfg, nb, wall, reuse)
         print(f"=== {nb} done in {wall:.1f}s ===", flush=True)
-    out = None
+    changed = promote_outputs(stage, out)
+    print(f"outputs: {changed} file(s) written under {display_path(out)}")
+    result = None
     executed = [executed_dir / f"{nb}.ipynb" for nb in CHAIN]
     if report and "06_analysis" in notebooks and all(p.is_file() for p in executed):
         from .report import build_report, update_readme_findings
 
         findings = cfg.results_dir / "findings.md"
-        out = build_report(executed, cfg.reports_dir / "index.html", REPORT_TITLE,
-                           intro=f"Profile `{profile}`, seed {cfg.seed}. Every number below comes from the "
-                                 f"records in `{display_path(cfg.results_dir)}/` that the notebooks wrote.",
-                           findings=findings.read_text() if findings.is_file() else "")
-        print(f"report: {out}")
+        result = build_report(executed, cfg.reports_dir / "index.html", REPORT_TITLE,
+                              intro=f"Profile `{profile}`, seed {cfg.seed}. Every number below comes from the "
+                                    f"records in `{display_path(cfg.results_dir)}/` that the notebooks wrote.",
+                              findings=findings.read_text() if findings.is_file() else "")
+        print(f"report: {result}")
         if findings.is_file() and cfg.out.resolve() == ROOT.resolve():  # the committed profile: README too
             update_readme_findings(ROOT / "README.md", findings.read_text())
             print("README.md: findings block updated from results/findings.md")
     print(f"chain finished in {time.perf_counter() - start:.1f}s", flush=True)
-    return out
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,7 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override any config key")
     ap.add_argument("--notebooks", nargs="*", default=None, help=f"a subset of {' '.join(CHAIN)}")
-    ap.add_argument("--reuse", action="store_true", help="reuse checkpoints whose configuration hash matches")
+    ap.add_argument("--force", action="store_true",
+                    help="retrain and re-evaluate everything (default: keep checkpoints and records whose "
+                         "configuration hash matches)")
+    ap.add_argument("--reuse", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old commands
     ap.add_argument("--kernel", default="python3", help="Jupyter kernel name")
     ap.add_argument("--no-report", action="store_true", help="do not render reports/index.html")
     args = ap.parse_args(argv)
@@ -144,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = None if args.out is None else display_path(Path(args.out).resolve())
         run_chain(args.profile, out_dir=out, seed=args.seed, device=args.device,
-                  overrides=parse_set(args.set), notebooks=args.notebooks, reuse=args.reuse,
+                  overrides=parse_set(args.set), notebooks=args.notebooks, reuse=not args.force,
                   kernel=args.kernel, report=not args.no_report)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

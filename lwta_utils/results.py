@@ -135,9 +135,11 @@ def make_draw_record(correct: "np.ndarray", **kw) -> Record:
                        worst_accuracy=float(correct.all(0).mean()), **kw)
 
 
-def write_records(path: Path, records: list[Record]) -> Path:
-    """Write a list of records as one JSON file (atomically)."""
-    return write_json(path, {"record_version": RECORD_VERSION, "records": [asdict(r) for r in records]})
+def write_records(path: Path, records: list[Record], config_hash: str = "") -> Path:
+    """Write a list of records as one JSON file (atomically), with the configuration hash they
+    were computed under (``StudyConfig.eval_hash``; a rerun with the same hash may reuse them)."""
+    return write_json(path, {"record_version": RECORD_VERSION, "config_hash": config_hash,
+                             "records": [asdict(r) for r in records]})
 
 
 def load_records(results_dir: Path, pattern: str = "eval_*.json") -> pd.DataFrame:

@@ -6,6 +6,7 @@ Notebooks exchange only files: checkpoints in ``models/`` and records in
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -157,10 +158,24 @@ def load_trained(cfg: StudyConfig, name: str, device: torch.device) -> tuple[tor
     path = checkpoint_path(cfg, name)
     model, ckpt = load_checkpoint(path, device)
     if ckpt.get("config_hash") != cfg.model_hash(name):
+        diffs = config_differences(ckpt.get("model_config", {}), dataclasses.asdict(cfg.models[name]))
+        what = "; ".join(diffs[:5]) if diffs else "the data split, seed, amp or a model it starts from differ"
         raise ConfigError(f"checkpoint '{path}' was trained under another configuration (hash "
-                          f"{ckpt.get('config_hash')} vs {cfg.model_hash(name)} now): rerun the notebook "
+                          f"{ckpt.get('config_hash')} vs {cfg.model_hash(name)} now: {what}): rerun the notebook "
                           f"of stage {cfg.models[name].stage!r}")
     return model, ckpt
+
+
+def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """'key: saved vs current' for every (nested) field that differs."""
+    out = []
+    for k in sorted(set(saved) | set(current)):
+        a, b = saved.get(k, "<missing>"), current.get(k, "<missing>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} in the file vs {b!r} in the profile")
+    return out
 
 
 def load_models(cfg: StudyConfig, names: list[str], device: str | torch.device = "cpu") -> dict[str, torch.nn.Module]:
@@ -168,8 +183,25 @@ def load_models(cfg: StudyConfig, names: list[str], device: str | torch.device =
     return {n: load_trained(cfg, n, torch.device(device))[0] for n in names}
 
 
+def cached_records(cfg: StudyConfig, name: str) -> list[dict] | None:
+    """The records of ``results/eval_<name>.json`` if they were computed under the current
+    configuration (``cfg.eval_hash``) and their per-example files exist; else None."""
+    path = cfg.results_dir / f"eval_{name}.json"
+    if not path.is_file():
+        return None
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if payload.get("config_hash") != cfg.eval_hash(name):
+        return None
+    needed = [cfg.results_dir / f"{stem}_{name}.{ext}" for stem, ext in (("sanity", "json"), ("correct", "npz"),
+                                                                         ("probs", "npz"))]
+    return payload["records"] if all(p.is_file() for p in needed) else None
+
+
 def evaluate_all(cfg: StudyConfig, splits: Splits, names: list[str] | None = None, *,
-                 ctx: DistContext = SINGLE, device: torch.device | None = None) -> pd.DataFrame:
+                 ctx: DistContext = SINGLE, device: torch.device | None = None, reuse: bool = False) -> pd.DataFrame:
     """Evaluate every model of the profile (or ``names``) on the first ``eval.n_examples``
     test examples: clean, then each attack that applies at each eps, the per-example worst
     case over attacks at the headline eps, then the sanity checks. Writes, per model,
@@ -178,11 +210,12 @@ def evaluate_all(cfg: StudyConfig, splits: Splits, names: list[str] | None = Non
     ``results/correct_<name>.npz`` (per-example correctness in every draw) and
     ``results/examples_<name>.npz`` (the first adversarial examples of ``eval.example_attacks``).
     Under torch.distributed (``ctx``) process r evaluates examples r, r + W, ...; rank 0
-    gathers them, computes the records and writes."""
+    gathers them, computes the records and writes. With ``reuse``, a model whose records were
+    computed under the current configuration hash (``cfg.eval_hash``) is not evaluated again."""
     device = device or get_device(cfg.device)
     e = cfg.eval
     x, y = splits.x_test[: e.n_examples], splits.y_test[: e.n_examples]
-    names = list(cfg.models) if names is None else names
+    names = list(cfg.models) if names is None else list(names)
     for n in names:
         check_choice("names", n, cfg.models)
     attacks = e.attacks
@@ -194,10 +227,18 @@ def evaluate_all(cfg: StudyConfig, splits: Splits, names: list[str] | None = Non
         n_local = [len(range(ctx.rank, min(atk.n_examples or len(x), len(x)), ctx.world_size)) for atk in attacks]
         attacks = [dataclasses.replace(atk, n_examples=k) for atk, k in zip(attacks, n_local)]
     xs, ys = (x[shard(len(x), ctx)], y[shard(len(y), ctx)]) if ctx.active else (x, y)
+    all_records = []
+    if reuse:
+        for name in list(names):
+            cached = cached_records(cfg, name)
+            if cached is not None:
+                if ctx.is_main:
+                    print(f"{name}: reusing results/eval_{name}.json (configuration hash {cfg.eval_hash(name)} matches)")
+                all_records += cached
+                names.remove(name)
     models = {name: load_trained(cfg, name, device)[0] for name in names}  # all checked before any work
     needed = {a.surrogate for a in e.attacks if a.surrogate}
-    surrogates = {s: models[s] if s in models else load_trained(cfg, s, device)[0] for s in needed}
-    all_records = []
+    surrogates = {s: models[s] if s in models else load_trained(cfg, s, device)[0] for s in needed} if models else {}
     for name, model in models.items():
         m = cfg.models[name]
         meta = {"model": name, "label": cfg.label(name), "arch": m.arch, "activation": m.activation,
@@ -217,7 +258,6 @@ def evaluate_all(cfg: StudyConfig, splits: Splits, names: list[str] | None = Non
         n = min(e.sanity.n_examples, len(x))
         grads = gradient_stats(model, x[:n], y[:n], e.batch_size)
         sanity = sanity_checks(ev.records, ev.correct, grads, e.sanity)
-        write_records(cfg.results_dir / f"eval_{name}.json", ev.records)
         write_json(cfg.results_dir / f"sanity_{name}.json", {"model": name, "label": cfg.label(name), **sanity,
                                                               "profile": cfg.profile, **provenance()})
         for stem, arrays in (("probs", ev.probs), ("correct", ev.correct), ("examples", ev.examples)):
@@ -225,6 +265,8 @@ def evaluate_all(cfg: StudyConfig, splits: Splits, names: list[str] | None = Non
                 with atomic_path(cfg.results_dir / f"{stem}_{name}.npz") as tmp:
                     with open(tmp, "wb") as fh:
                         np.savez_compressed(fh, **({} if stem == "examples" else {"labels": y.numpy()}), **arrays)
+        # last: its configuration hash vouches for the files above when a rerun reuses them
+        write_records(cfg.results_dir / f"eval_{name}.json", ev.records, config_hash=cfg.eval_hash(name))
         flags = ", ".join(sanity["flags"]) or "none"
         print(f"{name}: {len(ev.records)} records in {time.perf_counter() - t0:.1f}s; sanity flags: {flags}")
         all_records += [dataclasses.asdict(r) for r in ev.records]

@@ -38,16 +38,15 @@ from tqdm import tqdm  # text bars: no ipywidgets needed in Jupyter or papermill
 
 from .adversarial import training_inputs
 from .attacks import pgd_linf
-from .config import ADV_METHODS, AMP_MODES, ComputeConfig, TrainConfig
+from .attacks import check_inputs
+from .config import ComputeConfig, TrainConfig, validate_compute, validate_train
 from .data import Splits, augment_batch
 from .distributed import SINGLE, DistContext, barrier, check_replicas, gather_objects, shard, sum_across
 from .evaluate import accuracy, eval_mode, predict_logits
-from .errors import bad
+from .errors import bad, check_range
 from .fileio import atomic_path
 from .paths import display_path
 from .ibp import has_kl_terms, model_kl
-from .lwta import lwta_layers
-from .lwta_kernels import resolve_kernel
 from .kwta import kwta_layers, schedule_epochs, scheduled_gamma, set_gamma
 from .switches import maybe_switches
 from .wca import wca_heads, wca_penalty
@@ -202,6 +201,33 @@ class _Epoch:
         self.branches, self.seconds = dict(state["branches"]), state["seconds"]
 
 
+def check_fit_inputs(model, splits, t, device, seed, compute, ctx, state_path) -> None:
+    """Everything ``fit`` is given, checked before any work (one clear error naming the parameter)."""
+    if not isinstance(model, nn.Module):
+        raise bad("model", type(model).__name__, "must be a torch.nn.Module")
+    if not isinstance(splits, Splits):
+        raise bad("splits", type(splits).__name__, "must be a lwta_utils.data.Splits (from load_data)")
+    validate_train("train", t)
+    if not isinstance(device, torch.device):
+        raise bad("device", device, "must be a torch.device (lwta_utils.get_device('auto'|'cpu'|'cuda'))")
+    check_range("seed", seed, 0, 2**63 - 1, integer=True)
+    validate_compute("compute", compute)
+    if not isinstance(ctx, DistContext):
+        raise bad("ctx", type(ctx).__name__, "must be a DistContext (lwta_utils.distributed)")
+    if state_path is not None and not isinstance(state_path, (str, os.PathLike)):
+        raise bad("state_path", state_path, "must be a path or None")
+    for part in ("train", "val"):
+        x, y = getattr(splits, f"x_{part}"), getattr(splits, f"y_{part}")
+        check_inputs(x, y, f"splits.x_{part}", f"splits.y_{part}")
+        if len(y) == 0:
+            raise bad(f"splits.y_{part}", 0, "the split must hold at least one example")
+        if y.min() < 0 or y.max() >= splits.info.num_classes:
+            raise bad(f"splits.y_{part}", f"labels in [{int(y.min())}, {int(y.max())}]",
+                      f"labels must lie in [0, {splits.info.num_classes - 1}]")
+    if t.batch_size > len(splits.y_train):
+        raise bad("train.batch_size", t.batch_size, f"at most the {len(splits.y_train)} training examples")
+
+
 def fit(model: nn.Module, splits: Splits, t: TrainConfig, *, device: torch.device, seed: int,
         desc: str = "fit", progress: bool = True, compute: ComputeConfig | None = None,
         ctx: DistContext = SINGLE, state_path: Path | None = None, state_key: str = "") -> FitResult:
@@ -216,10 +242,7 @@ def fit(model: nn.Module, splits: Splits, t: TrainConfig, *, device: torch.devic
     deterministic mode, ends with the same weights as an uninterrupted one.
     """
     compute = compute or ComputeConfig()
-    if t.adversarial.method not in ADV_METHODS:
-        raise bad("adversarial.method", t.adversarial.method, f"choose one of {ADV_METHODS}")
-    if compute.amp not in AMP_MODES:
-        raise bad("compute.amp", compute.amp, f"choose one of {AMP_MODES}")
+    check_fit_inputs(model, splits, t, device, seed, compute, ctx, state_path)
     elbo = t.loss == "elbo"
     if elbo and not has_kl_terms(model):
         raise bad("train.loss", t.loss, "the ELBO needs a model with KL terms (LWTA layers, optionally IBP)")
@@ -271,8 +294,6 @@ def _fit(model, splits, t, *, device, seed, desc, progress, compute, ctx, state_
         best_state = resumed["best_state"]
         result = FitResult(**resumed["result"])
         first_epoch, first_step, perm = resumed["epoch"], resumed["step"], resumed["perm"]
-        for layer in lwta_layers(model):  # resolve lazily compiled kernels first: their one-off trial
-            resolve_kernel(layer.kernel, device)  # draws from torch's RNG, restored next
         _set_rng_states(resumed["rng"][ctx.rank], device, gens)
         if progress:
             tqdm.write(f"{desc}: resuming from {display_path(state_path)} at epoch {first_epoch + 1}, "

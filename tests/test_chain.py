@@ -1,5 +1,6 @@
 """The headless chain, end to end on the smoke profile, and its failure modes."""
 import json
+import shutil
 import subprocess
 import sys
 
@@ -129,6 +130,35 @@ def test_a_failing_notebook_is_named_with_its_cell(tmp_path):
     assert "FAILED: notebook 00_data.ipynb, cell" in proc.stderr
     assert "cifar-10-batches-py" in proc.stderr and "data.download" in proc.stderr
     assert (tmp_path / "reports" / "executed" / "00_data.ipynb").is_file()
+
+
+def _snapshot(root):
+    return {p.relative_to(root): p.read_bytes() for p in root.rglob("*")
+            if p.is_file() and "executed" not in p.parts and ".chain-run" not in p.parts}
+
+
+def test_a_failing_notebook_leaves_the_last_good_outputs_untouched(smoke_run, tmp_path):
+    out, proc = smoke_run
+    assert proc.returncode == 0
+    work = tmp_path / "copy"
+    shutil.copytree(out, work)
+    ckpt = work / "models" / "wca.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])  # damaged: 05_attacks fails when it loads it
+    before = _snapshot(work)
+    proc = run("--profile", "smoke", "--out", str(work), "--notebooks", "00_data", "05_attacks", "--force")
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "FAILED: notebook 05_attacks.ipynb, cell" in proc.stderr and "wca.pt" in proc.stderr
+    assert "untouched" in proc.stderr
+    assert _snapshot(work) == before  # 00_data's new split record and figures were not promoted
+    assert (work / "reports" / "executed" / "05_attacks.ipynb").is_file()
+    # the analysis alone, on the cached records: records unchanged, figures and report rendered again
+    (work / "models" / "wca.pt").write_bytes((out / "models" / "wca.pt").read_bytes())
+    proc = run("--profile", "smoke", "--out", str(work), "--notebooks", "06_analysis")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    after = _snapshot(work)
+    assert all(after[k] == v for k, v in before.items() if k.name.startswith(("eval_", "correct_", "train_")))
+    timing = json.loads((work / "results" / "chain_timing.json").read_text())["notebooks"]["06_analysis"]
+    assert timing["wall_s"] > 0 and not (work / ".chain-run").exists()
 
 
 def test_smoke_report_opens_in_headless_chromium(smoke_run):

@@ -63,3 +63,12 @@ def test_model_hash_tracks_what_the_checkpoint_depends_on():
     assert a.model_hash("relu_std") != b.model_hash("relu_std")
     assert a.model_hash("relu_pgdat") == b.model_hash("relu_pgdat")
     assert a.model_hash("relu_std") == c.model_hash("relu_std")
+
+
+def test_an_override_reaches_only_the_model_it_names():
+    # default.yaml shares one training block between models (YAML anchors): an override of one
+    # model's field must not change the others' (nor their checkpoints' hashes)
+    base = lu.load_config("default")
+    cfg = lu.load_config("default", overrides={"models.kwta_std.train.lr": 0.5})
+    assert cfg.models["kwta_std"].train.lr == 0.5
+    assert all(cfg.models[n].train.lr == base.models[n].train.lr for n in cfg.models if n != "kwta_std")
