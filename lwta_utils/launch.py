@@ -10,7 +10,9 @@ exactly as the notebooks do, data-parallel when launched by torchrun (NCCL on
 GPUs, gloo on CPUs; ``lwta_utils.distributed``), writing the same checkpoints
 and records; ``evaluate`` runs the attack suite with the test examples sharded
 over the processes. An interrupted ``train`` resumes from its saved state when
-run again. A bad parameter stops with one message (exit code 2) before any work.
+run again; checkpoints and records whose configuration hash matches are kept
+(``--force`` redoes them). A bad parameter stops with one message (exit code 2)
+before any work.
 """
 from __future__ import annotations
 
@@ -42,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="output folder (default: the profile's out_dir)")
     ap.add_argument("--stage", action="append", default=None, help=f"train only these stages {STAGES}")
     ap.add_argument("--models", nargs="+", default=None, help="only these models of the profile")
-    ap.add_argument("--reuse", action="store_true", help="keep checkpoints whose configuration hash matches")
+    ap.add_argument("--force", action="store_true",
+                    help="retrain / re-evaluate (default: keep checkpoints and records whose configuration hash matches)")
+    ap.add_argument("--reuse", action="store_true", help=argparse.SUPPRESS)  # the default
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config values")
     args = ap.parse_args(argv)
     try:
@@ -68,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
             for stage in stages:
                 names = [n for n in stage_models(cfg, stage) if args.models is None or n in args.models]
                 if names:
-                    train_stage(cfg, stage, splits, reuse=args.reuse, names=names, ctx=ctx, device=device)
+                    train_stage(cfg, stage, splits, reuse=not args.force, names=names, ctx=ctx, device=device)
         else:
-            evaluate_all(cfg, splits, args.models, ctx=ctx, device=device)
+            evaluate_all(cfg, splits, args.models, ctx=ctx, device=device, reuse=not args.force)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
