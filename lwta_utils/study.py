@@ -17,7 +17,7 @@ import torch
 from .checkpoints import load_checkpoint, read_checkpoint, save_checkpoint
 from .config import STAGES, StudyConfig, load_config
 from .data import Splits
-from .distributed import SINGLE, DistContext, barrier, gather_objects, interleave, shard
+from .distributed import SINGLE, DistContext, barrier, gather_objects, shard
 from .errors import ConfigError, bad, check_choice
 from .evaluate import evaluate_model, merge_shards
 from .fileio import atomic_path, write_json

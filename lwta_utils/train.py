@@ -285,7 +285,7 @@ def _fit(model, splits, t, *, device, seed, desc, progress, compute, ctx, state_
     result = FitResult(select_metric=key)
     best_state = copy.deepcopy(model.state_dict())
     start = time.perf_counter()
-    first_epoch, first_step, perm, resumed = 0, 0, None, None
+    first_epoch, first_step, perm, resumed, prior_s = 0, 0, None, None, 0.0
     if state_path is not None and compute.resume:
         resumed = load_train_state(state_path, state_key, ctx)
     if resumed is not None:
@@ -294,6 +294,7 @@ def _fit(model, splits, t, *, device, seed, desc, progress, compute, ctx, state_
         best_state = resumed["best_state"]
         result = FitResult(**resumed["result"])
         first_epoch, first_step, perm = resumed["epoch"], resumed["step"], resumed["perm"]
+        prior_s = resumed.get("elapsed_s", 0.0)  # training time before the interruption
         _set_rng_states(resumed["rng"][ctx.rank], device, gens)
         if progress:
             tqdm.write(f"{desc}: resuming from {display_path(state_path)} at epoch {first_epoch + 1}, "
@@ -306,7 +307,8 @@ def _fit(model, splits, t, *, device, seed, desc, progress, compute, ctx, state_
                 torch.save({"format": STATE_FORMAT, "key": state_key, "world_size": ctx.world_size,
                             "epoch": epoch, "step": step, "perm": perm, "rng": rng,
                             "model": model.state_dict(), "optimizer": opt.state_dict(), "best_state": best_state,
-                            "result": dataclasses.asdict(result), "epoch_sums": sums and sums.state()}, tmp)
+                            "result": dataclasses.asdict(result), "epoch_sums": sums and sums.state(),
+                            "elapsed_s": time.perf_counter() - start + prior_s}, tmp)
         barrier(ctx)
 
     if t.epochs == 0:
@@ -394,7 +396,7 @@ def _fit(model, splits, t, *, device, seed, desc, progress, compute, ctx, state_
     if compute.channels_last:
         model.to(memory_format=torch.contiguous_format)
     model.eval()
-    result.wall_time_s = time.perf_counter() - start + (resumed["result"]["wall_time_s"] if resumed else 0.0)
+    result.wall_time_s = time.perf_counter() - start + prior_s
     return result
 
 

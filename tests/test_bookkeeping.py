@@ -25,7 +25,6 @@ from lwta_utils.checkpoints import load_checkpoint, save_checkpoint  # noqa: E40
 from lwta_utils.config import AttackConfig, ComputeConfig  # noqa: E402
 from lwta_utils.errors import ConfigError  # noqa: E402
 from lwta_utils.evaluate import evaluate_model  # noqa: E402
-from lwta_utils.models import build_model  # noqa: E402
 from lwta_utils.paths import ROOT  # noqa: E402
 from lwta_utils.pipeline import remove_stale_temporaries  # noqa: E402
 from lwta_utils.train import fit  # noqa: E402
