@@ -3,8 +3,8 @@
 Every variant runs interleaved (``common.bench``): ReLU and LWTA WRN-34-k, in float32 and with
 the paper profile's compute options (bf16 autocast + channels-last), for a standard training
 step and for a PGD-AT step of the paper recipe (the PGD-10 examples built by
-``lwta_utils.adversarial.training_inputs`` in eval mode, then the training forward and
-backward; the optimiser step, a small share, is left out). Printed: median step time,
+``lwta_utils.train.step_inputs`` in eval mode, then ``step_loss``'s forward and backward:
+fit's own code; the optimiser step, a small share, is left out). Printed: median step time,
 training images per second, the paired ratio to ReLU float32 in the same repetition, the
 FLOPs of one step per image (from the forward's, counted by ``torch.utils.flop_counter``), and the wall time of
 the full recipe (100 epochs of 45,000 images, plus PGD-10 selection on 5,000 validation
@@ -16,50 +16,53 @@ TFLOP/s on this work: an estimate, labelled as such.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import bench, parse_args  # noqa: E402
-from lwta_utils.adversarial import training_inputs  # noqa: E402
-from lwta_utils.config import AdversarialConfig, ComputeConfig, ModelConfig, load_config  # noqa: E402
+from lwta_utils.config import AdversarialConfig, ComputeConfig, ModelConfig, TrainConfig, load_config  # noqa: E402
 from lwta_utils.data import DATASETS  # noqa: E402
 from lwta_utils.models import build_model  # noqa: E402
 from lwta_utils.results import provenance  # noqa: E402
-from lwta_utils.train import autocast  # noqa: E402
+from lwta_utils.train import step_inputs, step_loss  # noqa: E402
 
 EPOCHS, N_TRAIN, N_VAL = 100, 45000, 5000  # the paper recipe (params/paper.yaml)
 
 
 class Variant(nn.Module):
-    """One WRN with its compute options and recipe; ``loss()`` is one training step's loss."""
+    """One WRN with its compute options and recipe; ``loss()`` is one training step's loss, computed
+    by fit's own ``step_inputs`` and ``step_loss``."""
 
-    def __init__(self, activation: str, width: int, compute: ComputeConfig, adversarial: AdversarialConfig | None,
+    def __init__(self, activation: str, width: int, compute: ComputeConfig, train: TrainConfig | None,
                  x: torch.Tensor, y: torch.Tensor):
         super().__init__()
         torch.manual_seed(0)
         opts = {"learn_temperature": "conv"} if activation == "lwta" else {}
         self.net = build_model(ModelConfig(arch="wrn", depth=34, widen_factor=width, activation=activation,
                                            activation_options=opts), DATASETS["cifar10"][1]).to(x.device)
-        self.compute, self.adversarial = compute, adversarial
+        self.compute, self.train_cfg = compute, train or TrainConfig()
         if compute.channels_last:
             self.net.to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
         self.x, self.y = x, y
 
+    @property
+    def adversarial(self) -> AdversarialConfig | None:
+        a = self.train_cfg.adversarial
+        return a if a.method != "none" else None
+
     def loss(self) -> torch.Tensor:
-        dev = self.x.device
-        with autocast(self.compute, dev):
-            x_adv = None
-            if self.adversarial is not None:
-                x_adv, _ = training_inputs(self.net, self.x, self.y, self.adversarial, self.adversarial.eps)
-            return F.cross_entropy(self.net(self.x if x_adv is None else x_adv).float(), self.y)
+        x_adv = None
+        if self.adversarial is not None:
+            x_adv, _ = step_inputs(self.net, self.x, self.y, self.train_cfg, self.adversarial.eps, self.compute)
+        return step_loss(self.net, self.x, x_adv, self.y, self.train_cfg, self.compute)[1]
 
 
 def flops_per_image(v: Variant) -> float:
@@ -83,10 +86,10 @@ def main(argv=None) -> dict:
 
     a = parse_args(__doc__, argv, reps=3, extra=extra, wrn=False)
     paper = load_config("paper")
-    first = next(iter(paper.models.values()))
-    adv = first.train.adversarial
+    train = next(iter(paper.models.values())).train
     if a.attack_steps:
-        adv = AdversarialConfig(**{**adv.__dict__, "steps": a.attack_steps})
+        train = dataclasses.replace(train, adversarial=dataclasses.replace(train.adversarial, steps=a.attack_steps))
+    adv = train.adversarial
     fast = paper.compute
     f32 = ComputeConfig()
     out = {"threads": torch.get_num_threads(), "batch": a.batch, "width": a.width, "attack_steps": adv.steps,
@@ -95,8 +98,10 @@ def main(argv=None) -> dict:
         dev = torch.device(dev_name)
         x = torch.rand(a.batch, 3, 32, 32, device=dev)
         y = torch.randint(0, 10, (a.batch,), device=dev)
-        for recipe, adversarial in (("standard", None), ("pgd_at", adv)):
-            variants = {f"{act}_{tag}": Variant(act, a.width, comp, adversarial, x, y)
+        standard = dataclasses.replace(train, adversarial=AdversarialConfig(method="none"))
+        for recipe, recipe_train in (("standard", standard), ("pgd_at", train)):
+            adversarial = recipe_train.adversarial if recipe == "pgd_at" else None
+            variants = {f"{act}_{tag}": Variant(act, a.width, comp, recipe_train, x, y)
                         for act in ("relu", "lwta") for tag, comp in (("fp32", f32), ("bf16_cl", fast))}
             flops = {k: flops_per_image(v) for k, v in variants.items() if k.endswith("fp32")}
             res, _ = bench(variants, lambda v: v.loss(), a.reps, dev, ref="relu_fp32")

@@ -271,7 +271,7 @@ def worst_case_correct(records: list[Record], correct: dict, eps: float) -> tupl
     if not at:
         return [], None
     floor = float(np.median([r.n_examples for r in at]))
-    keys = [f"{r.attack}@{eps:g}" for r in at if r.n_examples >= floor]
+    keys = [record_key(r) for r in at if r.n_examples >= floor]
     arrays = [correct["none@0"]] + [correct[k] for k in keys]
     n = min(a.shape[1] for a in arrays)
     both = np.ones_like(arrays[0][:, :n])

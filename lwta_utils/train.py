@@ -37,8 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm  # text bars: no ipywidgets needed in Jupyter or papermill
 
 from .adversarial import training_inputs
-from .attacks import pgd_linf
-from .attacks import check_inputs
+from .attacks import check_inputs, pgd_linf
 from .config import ComputeConfig, TrainConfig, validate_compute, validate_train
 from .data import Splits, augment_batch
 from .distributed import SINGLE, DistContext, barrier, check_replicas, gather_objects, shard, sum_across
@@ -164,6 +163,29 @@ def autocast(compute: ComputeConfig, device: torch.device):
     return nullcontext()
 
 
+def step_inputs(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, t: TrainConfig, eps: float,
+                compute: ComputeConfig, generator: torch.Generator | None = None,
+                noise_generator: torch.Generator | None = None) -> tuple[torch.Tensor | None, str]:
+    """The inputs of one training step (``adversarial.training_inputs`` under ``compute.amp``):
+    (x_train or None for the clean batch, branch)."""
+    with autocast(compute, xb.device):
+        return training_inputs(model, xb, yb, t.adversarial, eps, generator, noise_generator=noise_generator)
+
+
+def step_loss(model: nn.Module, xb: torch.Tensor, x_adv: torch.Tensor | None, yb: torch.Tensor, t: TrainConfig,
+              compute: ComputeConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, cross-entropy) of one training step under ``compute.amp``, on ``x_adv`` (or the clean
+    batch), mixed with the clean loss by ``adversarial.clean_weight``; the loss in float32."""
+    a = t.adversarial
+    with autocast(compute, xb.device):
+        logits = model(xb if x_adv is None else x_adv)
+        loss = F.cross_entropy(logits.float(), yb, label_smoothing=t.label_smoothing)
+        if x_adv is not None and a.clean_weight > 0:
+            clean_loss = F.cross_entropy(model(xb).float(), yb, label_smoothing=t.label_smoothing)
+            loss = a.clean_weight * clean_loss + (1 - a.clean_weight) * loss
+    return logits, loss
+
+
 def _rng_states(device: torch.device, gens: dict[str, torch.Generator]) -> dict:
     out = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
            **{k: g.get_state() for k, g in gens.items()}}
@@ -261,11 +283,12 @@ def _fit(model, splits, t, *, device, seed, desc, progress, compute, ctx, state_
     a, elbo = t.adversarial, t.loss == "elbo"
     post_step = [m for m in model.modules() if callable(getattr(m, "after_step", None))]
     gen = torch.Generator().manual_seed(seed)  # permutation, augmentation, mixed-AT branch: shared
-    # attack starts and noise: per process under torch.distributed (the same stream in one process)
-    local_gen = gen if not ctx.active else torch.Generator().manual_seed(seed + 7919 * (ctx.rank + 1))
-    gens = {"gen": gen} if not ctx.active else {"gen": gen, "local_gen": local_gen}
-    if ctx.active:  # the stochastic layers' noise differs between processes
-        torch.manual_seed(seed + 7919 * (ctx.rank + 1))
+    gens = {"gen": gen}
+    local_gen = gen  # attack starts and noise: the same stream in one process, per process under DDP
+    if ctx.active:
+        rank_seed = seed + 7919 * (ctx.rank + 1)
+        local_gen = gens["local_gen"] = torch.Generator().manual_seed(rank_seed)
+        torch.manual_seed(rank_seed)  # the stochastic layers' noise differs between processes
     model.to(device)
     if compute.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -274,10 +297,10 @@ def _fit(model, splits, t, *, device, seed, desc, progress, compute, ctx, state_
     opt = make_optimizer(model, t)
     step_model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
         if ctx.active else model
-    attack_model = model
+    attack_model = model  # attacks run on the module itself, never through DDP's gradient hooks
     if compute.compile:
-        step_model, attack_model = torch.compile(step_model), (torch.compile(model) if ctx.active else None)
-        attack_model = attack_model or step_model
+        attack_model = torch.compile(model)
+        step_model = torch.compile(step_model) if ctx.active else attack_model
     x_tr, y_tr = splits.x_train.to(device), splits.y_train.to(device)
     n = len(y_tr)
     steps_per_epoch = math.ceil(n / t.batch_size)
@@ -340,17 +363,11 @@ def _fit(model, splits, t, *, device, seed, desc, progress, compute, ctx, state_
                 xb, yb = xb[shard(len(yb), ctx)], yb[shard(len(yb), ctx)]
             if compute.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            with autocast(compute, device):
-                x_adv, branch = (training_inputs(attack_model, xb, yb, a, eps, gen, noise_generator=local_gen)
-                                 if a.method != "none" and epoch >= a.clean_epochs else (None, "clean"))
+            x_adv, branch = (step_inputs(attack_model, xb, yb, t, eps, compute, gen, local_gen)
+                             if a.method != "none" and epoch >= a.clean_epochs else (None, "clean"))
             sums.branches[branch] = sums.branches.get(branch, 0) + 1
             with maybe_switches(model, phase="train", track_kl=True if elbo else None):
-                with autocast(compute, device):
-                    logits = step_model(xb if x_adv is None else x_adv)
-                    loss = F.cross_entropy(logits.float(), yb, label_smoothing=t.label_smoothing)
-                    if x_adv is not None and a.clean_weight > 0:
-                        clean_loss = F.cross_entropy(step_model(xb).float(), yb, label_smoothing=t.label_smoothing)
-                        loss = a.clean_weight * clean_loss + (1 - a.clean_weight) * loss
+                logits, loss = step_loss(step_model, xb, x_adv, yb, t, compute)
                 if elbo:
                     kl = model_kl(model)
                     sums.kl += kl.detach().double() * len(yb)

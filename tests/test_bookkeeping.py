@@ -133,17 +133,13 @@ def test_damaged_and_incompatible_checkpoints_are_named(trained, cfg, splits, tm
 # -- atomic writes --------------------------------------------------------------------------------
 
 def _interrupt(monkeypatch, target, name):
-    """Make ``target.name`` write a little, then raise KeyboardInterrupt (a Ctrl-C mid-write)."""
-    original = getattr(target, name)
-
-    def half_then_interrupt(*args, **kwargs):
-        dest = args[1] if len(args) > 1 else kwargs.get("f") or args[0]
-        if hasattr(dest, "write_bytes"):
-            dest.write_bytes(b"partial")
+    """Make ``target.name(obj, path)`` write a little to ``path``, then raise KeyboardInterrupt (a Ctrl-C
+    in the middle of the write)."""
+    def half_then_interrupt(obj, path, *args, **kwargs):
+        path.write_bytes(b"partial")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(target, name, half_then_interrupt)
-    return original
 
 
 def test_an_interrupted_write_leaves_the_previous_file_and_no_partial_one(trained, cfg, splits, tmp_path,
