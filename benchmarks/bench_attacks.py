@@ -20,7 +20,6 @@ that fails to import is reported and skipped.
 """
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
@@ -30,7 +29,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import mnist_models, paired_ratio, parse_args, provenance  # noqa: E402
-from lwta_utils.attacks import pgd_linf  # noqa: E402
+
+from lwta_utils.attacks.pgd import pgd_linf  # noqa: E402
+from lwta_utils.core.jsonfiles import write_versioned  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"relu": ("relu", {}), "lwta": ("lwta", {})}
@@ -143,8 +144,7 @@ def main(argv=None) -> dict:
     out["ours_at_least_as_fast"] = all(verdicts) if verdicts else None
     print("\nours at least as fast as the fastest of the others in every case: "
           + ("no other implementation ran" if not verdicts else "yes" if all(verdicts) else "no"))
-    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json).write_text(json.dumps(out, indent=1))
+    write_versioned(a.json, "benchmark", out)
     return out
 
 

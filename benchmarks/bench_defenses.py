@@ -15,7 +15,6 @@ batch) is not in a step: the report reads it from the training records (wall tim
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -25,11 +24,13 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import bench, parse_args  # noqa: E402
+
 from lwta_utils.config import load_config  # noqa: E402
+from lwta_utils.core.errors import bad  # noqa: E402
+from lwta_utils.core.jsonfiles import write_versioned  # noqa: E402
+from lwta_utils.core.provenance import provenance  # noqa: E402
 from lwta_utils.data import DATASETS  # noqa: E402
-from lwta_utils.errors import bad  # noqa: E402
 from lwta_utils.models import build_model  # noqa: E402
-from lwta_utils.results import provenance  # noqa: E402
 
 OFFICIAL_KWTA = "kwta_official_kernel"
 
@@ -80,7 +81,7 @@ def main(argv=None) -> dict:
         case["labels"] = labels
         out["results"][dev_name] = case
     if a.json:
-        Path(a.json).write_text(json.dumps(out, indent=1))
+        write_versioned(a.json, "benchmark", out)
     return out
 
 

@@ -5,7 +5,7 @@
 
 For the MNIST CNN (batch 128) and one WRN-34-10 block (160 channels, 32 x 32,
 batch 128), times one training step (forward + backward) with ReLU and with
-k-WTA (gamma 0.2) under each kernel of ``lwta_utils.kwta``: 'auto' (ours:
+k-WTA (gamma 0.2) under each kernel of ``lwta_utils.defenses.kwta``: 'auto' (ours:
 the numba sample-then-select threshold on CPU, topk(sorted=False) on CUDA),
 'topk', 'scatter', and 'official' (the authors' ``topk(sorted=True)`` +
 ``repeat`` + float mask). Prints each step time over ReLU's, and the
@@ -22,7 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import paired_ratio, parse_args, run_cases  # noqa: E402
-from lwta_utils.kwta import _numba_kwta  # noqa: E402
+
+from lwta_utils.defenses.kwta import _numba_kwta  # noqa: E402
 
 
 def variants(gamma: float) -> dict:

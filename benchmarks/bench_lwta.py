@@ -25,8 +25,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import parse_args, run_cases  # noqa: E402
-from lwta_utils.layers import register_activation  # noqa: E402
-from lwta_utils.lwta_kernels import compiled_available  # noqa: E402
+
+from lwta_utils.defenses.lwta_kernels import compiled_available  # noqa: E402
+from lwta_utils.defenses.registry import register_activation  # noqa: E402
 
 
 class DirectGumbelLWTA(nn.Module):

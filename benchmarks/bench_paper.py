@@ -3,7 +3,7 @@
 Every variant runs interleaved (``common.bench``): ReLU and LWTA WRN-34-k, in float32 and with
 the paper profile's compute options (bf16 autocast + channels-last), for a standard training
 step and for a PGD-AT step of the paper recipe (the PGD-10 examples built by
-``lwta_utils.train.step_inputs`` in eval mode, then ``step_loss``'s forward and backward:
+``lwta_utils.training.fit.step_inputs`` in eval mode, then ``step_loss``'s forward and backward:
 fit's own code; the optimiser step, a small share, is left out). Printed: median step time,
 training images per second, the paired ratio to ReLU float32 in the same repetition, the
 FLOPs of one step per image (from the forward's, counted by ``torch.utils.flop_counter``), and the wall time of
@@ -17,7 +17,6 @@ TFLOP/s on this work: an estimate, labelled as such.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -27,11 +26,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import bench, parse_args  # noqa: E402
-from lwta_utils.config import AdversarialConfig, ComputeConfig, ModelConfig, TrainConfig, load_config  # noqa: E402
+
+from lwta_utils.config import ModelConfig, load_config  # noqa: E402
+from lwta_utils.config.schema import AdversarialConfig, ComputeConfig, TrainConfig
+from lwta_utils.core.jsonfiles import write_versioned  # noqa: E402
+from lwta_utils.core.provenance import provenance  # noqa: E402
 from lwta_utils.data import DATASETS  # noqa: E402
 from lwta_utils.models import build_model  # noqa: E402
-from lwta_utils.results import provenance  # noqa: E402
-from lwta_utils.train import step_inputs, step_loss  # noqa: E402
+from lwta_utils.training.fit import step_inputs, step_loss  # noqa: E402
 
 EPOCHS, N_TRAIN, N_VAL = 100, 45000, 5000  # the paper recipe (params/paper.yaml)
 
@@ -136,7 +138,7 @@ def main(argv=None) -> dict:
             out["results"][f"wrn34_{a.width}_{recipe}/{dev_name}"] = res
             del variants
     if a.json:
-        Path(a.json).write_text(json.dumps(out, indent=1))
+        write_versioned(a.json, "benchmark", out)
     return out
 
 

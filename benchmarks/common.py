@@ -9,7 +9,6 @@ backward (no optimiser step). Stochastic layers are in phase 'train'.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -20,11 +19,14 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lwta_utils.data import DataInfo  # noqa: E402
-from lwta_utils.layers import make_activation  # noqa: E402
-from lwta_utils.models import MnistCNN, PreActBlock  # noqa: E402
-from lwta_utils.results import provenance  # noqa: E402
-from lwta_utils.switches import maybe_switches  # noqa: E402
+from lwta_utils.config import ModelConfig  # noqa: E402
+from lwta_utils.core.jsonfiles import write_versioned  # noqa: E402
+from lwta_utils.core.provenance import provenance  # noqa: E402
+from lwta_utils.core.switches import maybe_switches  # noqa: E402
+from lwta_utils.data.datasets import DataInfo  # noqa: E402
+from lwta_utils.defenses.registry import make_activation  # noqa: E402
+from lwta_utils.models import build_model  # noqa: E402
+from lwta_utils.models.wrn import PreActBlock
 
 
 def mnist_models(variants: dict, device):
@@ -35,7 +37,7 @@ def mnist_models(variants: dict, device):
     models = {}
     for k, (act, opts) in variants.items():
         torch.manual_seed(0)
-        models[k] = MnistCNN(info, act, activation_options=opts).to(device)
+        models[k] = build_model(ModelConfig(activation=act, activation_options=opts), info).to(device)
     return models, lambda m: F.cross_entropy(m(x), y)
 
 
@@ -134,5 +136,5 @@ def run_cases(a, variants: dict, extra=None) -> dict:
                     print(f"  {k}: {v:.2f}")
             out["results"][f"{case}/{dev_name}"] = res
     if a.json:
-        Path(a.json).write_text(json.dumps(out, indent=1))
+        write_versioned(a.json, "benchmark", out)
     return out

@@ -1,29 +1,66 @@
 """lwta_utils: all logic of the LWTA / local-competition robustness study.
 
-Modules: config (every hyperparameter, validated), data, layers (activation
-registry), lwta (the stochastic LWTA activation) with lwta_kernels, ibp (the
-IBP / stick-breaking variant and KL terms), kwta, pni, wca, sparta (the other
-defenses), adversarial (what a training step learns from), defense_stats,
-switches (explicit randomness
-switches), lwta_stats, models, train (one ``fit``), attacks (ours) and
-attacks_external (foolbox, AutoAttack), evaluate, sanity (checks of an
-evaluation), results (records
-and provenance), checkpoints, tables and plots (from the records), claims (the
-seeds' claims versus ours), report, pipeline (the headless chain),
-study (the steps the notebooks call).
+Layers, each importing only from those above it in this list (``ARCHITECTURE.md``):
+
+- ``core``: errors, paths, atomic files, runtime, randomness switches, modes, provenance,
+  statistics, data-parallel helpers, the registries;
+- ``config``: the schema (every hyperparameter with its unit and default), loading, validation;
+- ``data``: data sets, the stratified split, augmentation;
+- ``defenses``: the activation registry, stochastic LWTA and its kernels, IBP, k-WTA, PNI, WCA, Sparta;
+- ``models``: the architectures and batched inference;
+- ``attacks``: the attack registry and ``run_attack``, then one module per family;
+- ``training``: the inputs of a training step and one ``fit``;
+- ``evaluation``: records, checkpoints, model loading, the robustness evaluation, sanity checks;
+- ``analysis``: record queries, tables, claims, findings, figures, probes of the defenses;
+- ``pipeline``: the steps the notebooks call, the chain, the report, the command lines.
+
+The notebooks import this package as ``lu`` and call the names below.
 """
-from .config import StudyConfig, load_config
-from .data import load_data
-from .defense_stats import (gamma_schedule_table, kwta_layer_table, mixed_branch_table, noise_statistics,
-                            pni_alpha_table, training_history_table, wca_table)
-from .errors import ConfigError
-from .lwta_stats import draw_statistics, gradient_statistics, lwta_config_table, lwta_model_names, winner_statistics
-from .claims import claims_table, seed001_table
-from .plots import (plot_adversarial_examples, plot_examples, plot_gradient_cosine, plot_overhead, plot_robustness_curves,
-                    plot_training_curves, plot_true_class_probs, plot_winner_stats)
-from .tables import accuracy_table, findings, headline_table, overhead_table, sanity_table, study_records
-from .switches import set_switches, switches
-from .study import data_summary, evaluate_all, setup, stage_models, train_stage
+from lwta_utils import (  # noqa: F401  # noqa: F401
+                                                attacks,
+                                                config,
+                                                core,  # noqa: F401  (the layers in order: every registry is filled on import)
+                                                data,
+                                                defenses,
+                                                evaluation,  # noqa: F401
+                                                models,
+                                                training,
+)
+from lwta_utils.analysis.claims import claims_table, seed001_table
+from lwta_utils.analysis.defense_probes import (
+                                                gamma_schedule_table,
+                                                kwta_layer_table,
+                                                mixed_branch_table,
+                                                noise_statistics,
+                                                pni_alpha_table,
+                                                training_history_table,
+                                                wca_table,
+)
+from lwta_utils.analysis.figures import (
+                                                plot_adversarial_examples,
+                                                plot_examples,
+                                                plot_gradient_cosine,
+                                                plot_overhead,
+                                                plot_robustness_curves,
+                                                plot_training_curves,
+                                                plot_true_class_probs,
+                                                plot_winner_stats,
+)
+from lwta_utils.analysis.findings import findings
+from lwta_utils.analysis.lwta_probes import (
+                                                draw_statistics,
+                                                gradient_statistics,
+                                                lwta_config_table,
+                                                lwta_model_names,
+                                                winner_statistics,
+)
+from lwta_utils.analysis.queries import study_records
+from lwta_utils.analysis.tables import accuracy_table, headline_table, overhead_table, sanity_table
+from lwta_utils.config import StudyConfig, load_config
+from lwta_utils.core.errors import ConfigError
+from lwta_utils.core.switches import set_switches, switches
+from lwta_utils.data import load_data
+from lwta_utils.pipeline.steps import data_summary, evaluate_all, setup, stage_models, train_stage
 
 __version__ = "0.1.0"
 __all__ = ["findings", "StudyConfig", "load_config", "load_data", "ConfigError", "accuracy_table", "plot_examples",

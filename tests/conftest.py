@@ -5,7 +5,7 @@ import torch
 
 import lwta_utils as lu
 from lwta_utils.models import build_model
-from lwta_utils.train import fit
+from lwta_utils.training.fit import fit
 
 
 @pytest.fixture(autouse=True)

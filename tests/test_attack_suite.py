@@ -6,14 +6,17 @@ import pytest
 import torch
 from torch import nn
 
-from lwta_utils.attacks import ATTACK_INFO, ATTACKS, input_gradient, run_attack
-from lwta_utils.attacks_external import ExpectedModel
-from lwta_utils.config import AttackConfig, SanityConfig
-from lwta_utils.errors import ConfigError
-from lwta_utils.evaluate import accuracy, evaluate_model
+from lwta_utils.attacks import ATTACKS
+from lwta_utils.attacks.foolbox import ExpectedModel
+from lwta_utils.attacks.gradients import input_gradient
+from lwta_utils.attacks.registry import run_attack
+from lwta_utils.config.schema import AttackConfig, SanityConfig
+from lwta_utils.core.errors import ConfigError
+from lwta_utils.core.switches import Switchable, get_switches, set_switches
+from lwta_utils.evaluation.evaluate import evaluate_model
+from lwta_utils.evaluation.sanity import gradient_stats, sanity_checks
 from lwta_utils.models import build_model
-from lwta_utils.sanity import gradient_stats, sanity_checks
-from lwta_utils.switches import Switchable, get_switches, set_switches
+from lwta_utils.models.inference import accuracy
 
 # small but real settings for every registered attack (a new attack must be added here)
 FAST = {
@@ -70,7 +73,7 @@ def test_attack_stays_in_its_ball_and_in_range(trained, batch, name):
     assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
     assert x_adv.min() >= 0 and x_adv.max() <= 1
     delta = (x_adv - x).flatten(1)
-    size = delta.abs().amax(1) if ATTACK_INFO[name].norm == "linf" else delta.norm(dim=1)
+    size = delta.abs().amax(1) if ATTACKS[name].norm == "linf" else delta.norm(dim=1)
     assert size.max() <= params["eps"] + 1e-4, (name, size.max().item())
     assert accuracy(trained, x_adv, y) <= accuracy(trained, x, y)
 
@@ -78,7 +81,7 @@ def test_attack_stays_in_its_ball_and_in_range(trained, batch, name):
 @pytest.mark.parametrize("name", ["pgd_linf", "pgd_l2", "smoothed_pgd", "square", "apgd_ce", "autoattack"])
 def test_attack_lowers_accuracy_of_a_standard_model(trained, batch, name):
     x, y = batch
-    params = {**_params(name, trained), "eps": 0.3 if ATTACK_INFO[name].norm == "linf" else 2.5}
+    params = {**_params(name, trained), "eps": 0.3 if ATTACKS[name].norm == "linf" else 2.5}
     params.update({"smoothed_pgd": {"steps": 10, "samples": 16}, "square": {"queries": 300}}.get(name, {}))
     assert accuracy(trained, run_attack(name, trained, x, y, **params), y) < accuracy(trained, x, y) - 0.3
 

@@ -1,9 +1,13 @@
 import pytest
 import torch
 
-from lwta_utils.attacks import ATTACKS, attack_params, fgsm, pgd_linf, run_attack
-from lwta_utils.errors import ConfigError
-from lwta_utils.evaluate import accuracy, attack_batched, eval_mode
+from lwta_utils.attacks import ATTACKS
+from lwta_utils.attacks.pgd import fgsm, pgd_linf
+from lwta_utils.attacks.registry import attack_params, run_attack
+from lwta_utils.core.errors import ConfigError
+from lwta_utils.core.modes import eval_mode
+from lwta_utils.evaluation.evaluate import attack_batched
+from lwta_utils.models.inference import accuracy
 
 
 @pytest.fixture(scope="module")

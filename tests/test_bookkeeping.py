@@ -19,15 +19,22 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import lwta_utils as lu  # noqa: E402
-from lwta_utils import study  # noqa: E402
-from lwta_utils.attacks import run_attack  # noqa: E402
-from lwta_utils.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
-from lwta_utils.config import AttackConfig, ComputeConfig  # noqa: E402
-from lwta_utils.errors import ConfigError  # noqa: E402
-from lwta_utils.evaluate import evaluate_model  # noqa: E402
-from lwta_utils.paths import ROOT  # noqa: E402
-from lwta_utils.pipeline import remove_stale_temporaries  # noqa: E402
-from lwta_utils.train import fit  # noqa: E402
+from lwta_utils.analysis import figures as plots  # noqa: E402
+from lwta_utils.attacks.registry import run_attack  # noqa: E402
+from lwta_utils.config.schema import AttackConfig, ComputeConfig  # noqa: E402
+from lwta_utils.core import fileio  # noqa: E402
+from lwta_utils.core.errors import ConfigError  # noqa: E402
+from lwta_utils.core.paths import ROOT  # noqa: E402
+from lwta_utils.evaluation import checkpoints  # noqa: E402
+from lwta_utils.evaluation.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
+from lwta_utils.evaluation.evaluate import evaluate_model  # noqa: E402
+from lwta_utils.evaluation.loading import load_trained  # noqa: E402
+from lwta_utils.pipeline import (
+    report,  # noqa: E402
+    steps,  # noqa: E402
+)
+from lwta_utils.pipeline.chain import remove_stale_temporaries  # noqa: E402
+from lwta_utils.training.fit import fit  # noqa: E402
 
 CPU = torch.device("cpu")
 
@@ -70,9 +77,9 @@ def _bad_inputs(model, splits, cfg, tmp_path):
         ("headline_eps", lambda: evaluate_model(model, x, y, atk, batch_size=8, seed=0, meta={"model": "m"},
                                                 headline_eps=3.0)),
         ("y", lambda: evaluate_model(model, x, y.float(), atk, batch_size=8, seed=0, meta={"model": "m"})),
-        ("names", lambda: study.evaluate_all(cfg, splits, ["relu_std", "resnet_9000"])),
-        ("names", lambda: study.train_stage(cfg, "baseline", splits, names=["lwta_std"])),
-        ("stage", lambda: study.train_stage(cfg, "pretraining", splits)),
+        ("names", lambda: steps.evaluate_all(cfg, splits, ["relu_std", "resnet_9000"])),
+        ("names", lambda: steps.train_stage(cfg, "baseline", splits, names=["lwta_std"])),
+        ("stage", lambda: steps.train_stage(cfg, "pretraining", splits)),
         # checkpoints
         ("path", lambda: load_checkpoint(12345)),
         # configuration
@@ -127,7 +134,7 @@ def test_damaged_and_incompatible_checkpoints_are_named(trained, cfg, splits, tm
     _save(trained, cfg, splits, cfg.models_dir / "lwta_std.pt", name="relu_std")
     with pytest.raises(ConfigError, match=r"lwta_std.pt' was trained under another configuration.*"
                                           r"activation: 'relu' in the file vs 'lwta' in the profile"):
-        study.load_trained(cfg, "lwta_std", CPU)
+        load_trained(cfg, "lwta_std", CPU)
 
 
 # -- atomic writes --------------------------------------------------------------------------------
@@ -144,7 +151,6 @@ def _interrupt(monkeypatch, target, name):
 
 def test_an_interrupted_write_leaves_the_previous_file_and_no_partial_one(trained, cfg, splits, tmp_path,
                                                                          monkeypatch):
-    from lwta_utils import checkpoints, fileio, plots, report
 
     path = _save(trained, cfg, splits, tmp_path / "m.pt")
     record = fileio.write_json(tmp_path / "r.json", {"accuracy": 0.5})
@@ -176,7 +182,7 @@ def test_a_killed_training_leaves_the_previous_checkpoint_and_the_next_run_clean
     configuration stays byte for byte; after SIGINT no temporary file remains, and the chain
     removes what a SIGKILL left before it writes anything."""
     out = tmp_path / "out"
-    base = ["-m", "lwta_utils.launch", "train", "--profile", "smoke", "--out", str(out), "--models", "relu_std",
+    base = ["-m", "lwta_utils.pipeline.launch", "train", "--profile", "smoke", "--out", str(out), "--models", "relu_std",
             "--set", "num_threads=1", "data.n_train=500"]
     assert subprocess.run([sys.executable, *base], cwd=ROOT, capture_output=True, timeout=300).returncode == 0
     good = out / "models" / "relu_std.pt"
@@ -221,8 +227,8 @@ def test_same_seed_reruns_give_identical_records(tmp_path):
         cfg = lu.load_config("smoke", out_dir=str(tmp_path / f"run{i}"), overrides=CHEAP)
         data = lu.load_data(cfg)
         for stage in ("baseline", "adversarial_training"):
-            study.train_stage(cfg, stage, data, names=[n for n in names if cfg.models[n].stage == stage])
-        study.evaluate_all(cfg, data, names)
+            steps.train_stage(cfg, stage, data, names=[n for n in names if cfg.models[n].stage == stage])
+        steps.evaluate_all(cfg, data, names)
         runs.append(cfg)
     for name in names:
         a, b = (torch.load(c.models_dir / f"{name}.pt", weights_only=True)["state_dict"] for c in runs)
@@ -238,23 +244,23 @@ def test_the_cache_redoes_exactly_what_a_change_touches(tmp_path, capsys):
     cfg = lu.load_config("smoke", out_dir=out, overrides=CHEAP)
     data = lu.load_data(cfg)
     names = ["relu_std", "lwta_std"]
-    study.train_stage(cfg, "baseline", data, names=["relu_std"])
-    study.train_stage(cfg, "lwta", data, names=["lwta_std"])
-    study.evaluate_all(cfg, data, names)
+    steps.train_stage(cfg, "baseline", data, names=["relu_std"])
+    steps.train_stage(cfg, "lwta", data, names=["lwta_std"])
+    steps.evaluate_all(cfg, data, names)
     stamps = {p.name: p.stat().st_mtime_ns for p in cfg.out.rglob("*") if p.is_file()}
     capsys.readouterr()
     # the same configuration again: nothing is trained or evaluated
-    study.train_stage(cfg, "baseline", data, reuse=True, names=["relu_std"])
-    study.train_stage(cfg, "lwta", data, reuse=True, names=["lwta_std"])
-    study.evaluate_all(cfg, data, names, reuse=True)
+    steps.train_stage(cfg, "baseline", data, reuse=True, names=["relu_std"])
+    steps.train_stage(cfg, "lwta", data, reuse=True, names=["lwta_std"])
+    steps.evaluate_all(cfg, data, names, reuse=True)
     said = capsys.readouterr().out
     assert said.count("reusing") == 4 and "epoch" not in said
     assert {p.name: p.stat().st_mtime_ns for p in cfg.out.rglob("*") if p.is_file()} == stamps
     # one model's epochs change: that model alone is retrained and re-evaluated
     cfg2 = lu.load_config("smoke", out_dir=out, overrides={**CHEAP, "models.lwta_std.train.epochs": 1})
-    study.train_stage(cfg2, "baseline", data, reuse=True, names=["relu_std"])
-    study.train_stage(cfg2, "lwta", data, reuse=True, names=["lwta_std"])
-    study.evaluate_all(cfg2, data, names, reuse=True)
+    steps.train_stage(cfg2, "baseline", data, reuse=True, names=["relu_std"])
+    steps.train_stage(cfg2, "lwta", data, reuse=True, names=["lwta_std"])
+    steps.evaluate_all(cfg2, data, names, reuse=True)
     changed = {p.name for p in cfg.out.rglob("*") if p.is_file() and p.stat().st_mtime_ns != stamps.get(p.name)}
     assert changed == {"lwta_std.pt", "train_lwta_std.json", "eval_lwta_std.json", "sanity_lwta_std.json",
                        "correct_lwta_std.npz", "probs_lwta_std.npz", "examples_lwta_std.npz"}

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from lwta_utils.pipeline import CHAIN
-from lwta_utils.paths import ROOT
-from lwta_utils.results import RECORD_FIELDS
+from lwta_utils.config.schema import NOTEBOOKS
+from lwta_utils.core.paths import ROOT
+from lwta_utils.evaluation.records import RECORD_FIELDS
 
 
 def run(*args, timeout=600):
@@ -66,8 +66,8 @@ def test_analysis_notebook_produces_every_table_and_figure(smoke_run):
 def test_smoke_chain_end_to_end(smoke_run):
     out, proc = smoke_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for i, nb in enumerate(CHAIN, 1):
-        assert f"[{i}/{len(CHAIN)}] {nb}" in proc.stdout  # progress names each notebook
+    for i, nb in enumerate(NOTEBOOKS, 1):
+        assert f"[{i}/{len(NOTEBOOKS)}] {nb}" in proc.stdout  # progress names each notebook
         assert (out / "reports" / "executed" / f"{nb}.ipynb").is_file()
     assert "epoch 1/2" in proc.stdout  # epochs are shown inside
     for name in ("relu_std", "relu_pgdat"):
@@ -164,11 +164,11 @@ def test_a_failing_notebook_leaves_the_last_good_outputs_untouched(smoke_run, tm
 def test_smoke_report_opens_in_headless_chromium(smoke_run):
     from test_report import browser_or_skip
 
-    from lwta_utils.paths import NOTEBOOKS_DIR
-    from lwta_utils.report import check_report, expected_anchors
+    from lwta_utils.core.paths import NOTEBOOKS_DIR
+    from lwta_utils.pipeline.report import check_report, expected_anchors
 
     out, proc = smoke_run
     assert proc.returncode == 0
     browser_or_skip()
-    res = check_report(out / "reports" / "index.html", expected_anchors(NOTEBOOKS_DIR, list(CHAIN)), min_images=15)
-    assert res["anchors"] == len(expected_anchors(NOTEBOOKS_DIR, list(CHAIN)))
+    res = check_report(out / "reports" / "index.html", expected_anchors(NOTEBOOKS_DIR, list(NOTEBOOKS)), min_images=15)
+    assert res["anchors"] == len(expected_anchors(NOTEBOOKS_DIR, list(NOTEBOOKS)))

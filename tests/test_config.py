@@ -3,8 +3,8 @@ and what is allowed."""
 import pytest
 
 import lwta_utils as lu
-from lwta_utils.config import available_profiles
-from lwta_utils.errors import ConfigError
+from lwta_utils.config.loading import available_profiles
+from lwta_utils.core.errors import ConfigError
 
 
 def test_profiles_validate():

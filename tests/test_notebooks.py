@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from lwta_utils.paths import NOTEBOOKS_DIR
-from lwta_utils.pipeline import CHAIN
+from lwta_utils.config.schema import NOTEBOOKS as CHAIN
+from lwta_utils.core.paths import NOTEBOOKS_DIR
 
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 import lwta_utils as lu
-from lwta_utils.config import ComputeConfig
-from lwta_utils.errors import ConfigError
+from lwta_utils.config.schema import ComputeConfig
+from lwta_utils.core.errors import ConfigError
+from lwta_utils.core.paths import ROOT
 from lwta_utils.models import build_model
-from lwta_utils.paths import ROOT
-from lwta_utils.train import fit, load_train_state
+from lwta_utils.training.fit import fit, load_train_state
 
 PY = sys.executable
 TORCHRUN = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -27,7 +27,7 @@ DDP_TOLERANCE = 1e-5
 
 
 def launch(*args, torchrun=False, timeout=300):
-    cmd = (TORCHRUN if torchrun else [PY]) + ["-m", "lwta_utils.launch", *args]
+    cmd = (TORCHRUN if torchrun else [PY]) + ["-m", "lwta_utils.pipeline.launch", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -132,7 +132,7 @@ def test_bf16_autocast_and_channels_last_train_on_the_cpu(smoke_cfg, splits, act
 
 
 def test_lwta_competes_in_float32_under_autocast():
-    from lwta_utils.lwta import LWTA
+    from lwta_utils.defenses.lwta import LWTA
 
     layer = LWTA(8, "conv")
     h = torch.randn(2, 8, 4, 4)
@@ -231,7 +231,7 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     assert launch(*args, "--out", str(whole)).returncode == 0
     state = cut / "models" / "lwta_pgdat.state.pt"
-    proc = subprocess.Popen([PY, "-m", "lwta_utils.launch", *args, "--out", str(cut)], cwd=ROOT,
+    proc = subprocess.Popen([PY, "-m", "lwta_utils.pipeline.launch", *args, "--out", str(cut)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not state.exists() and proc.poll() is None and time.time() < deadline:

@@ -8,12 +8,12 @@ import nbformat
 import pytest
 
 import lwta_utils as lu
-from lwta_utils.claims import CLAIMS_FILE, Measurement, load_claims, measure, verdict
-from lwta_utils.errors import ConfigError
-from lwta_utils.paths import NOTEBOOKS_DIR, ROOT
-from lwta_utils.pipeline import CHAIN
-from lwta_utils.report import build_report, combine_notebooks, expected_anchors, section_anchor
-from lwta_utils.tables import findings_text
+from lwta_utils.analysis.claims import CLAIMS_FILE, Measurement, load_claims, measure, verdict
+from lwta_utils.analysis.findings import findings_text
+from lwta_utils.config.schema import NOTEBOOKS
+from lwta_utils.core.errors import ConfigError
+from lwta_utils.core.paths import NOTEBOOKS_DIR, ROOT
+from lwta_utils.pipeline.report import build_report, combine_notebooks, expected_anchors, section_anchor
 
 
 def browser_or_skip():
@@ -141,9 +141,9 @@ def test_committed_findings_come_from_the_committed_records():
 
 def test_committed_report_opens_in_headless_chromium_with_every_section():
     browser_or_skip()
-    from lwta_utils.report import check_report
+    from lwta_utils.pipeline.report import check_report
 
-    anchors = expected_anchors(NOTEBOOKS_DIR, list(CHAIN))
+    anchors = expected_anchors(NOTEBOOKS_DIR, list(NOTEBOOKS))
     for heading in ("Claims versus reproduced", "Seed 001's table, beside ours", "Compute overhead relative to ReLU",
                     "Adversarial examples classified correctly and incorrectly (seed 001's figure)"):
         assert section_anchor("06_analysis", heading) in anchors
@@ -153,7 +153,7 @@ def test_committed_report_opens_in_headless_chromium_with_every_section():
 
 @pytest.mark.parametrize("profile", ["smoke", "default"])
 def test_each_model_has_one_colour_distinct_within_its_groups(profile):
-    from lwta_utils.plots import groups, model_colors, palette
+    from lwta_utils.analysis.figures import groups, model_colors, palette
 
     cfg = lu.load_config(profile)
     colors = model_colors(cfg)

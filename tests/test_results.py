@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from lwta_utils.checkpoints import load_checkpoint, save_checkpoint
-from lwta_utils.errors import ConfigError
-from lwta_utils.evaluate import evaluate_model
-from lwta_utils.results import RECORD_VERSION, RECORD_FIELDS, load_records, wilson_interval, write_records
+from lwta_utils.core.errors import ConfigError
+from lwta_utils.core.stats import wilson_interval
+from lwta_utils.evaluation.checkpoints import load_checkpoint, save_checkpoint
+from lwta_utils.evaluation.evaluate import evaluate_model
+from lwta_utils.evaluation.records import RECORD_FIELDS, RECORD_VERSION, load_records, write_records
 
 REQUIRED = {"model", "training", "attack", "eps", "steps", "n_examples", "accuracy", "seed", "git_sha",
             "wall_time_s", "ci_low", "ci_high", "versions"}
@@ -50,7 +51,7 @@ def test_records_schema_and_round_trip(trained, splits, smoke_cfg, tmp_path):
     assert all(len(p) == 40 and ((p >= 0) & (p <= 1)).all() for p in probs.values())
     write_records(tmp_path / "eval_relu_std.json", records)
     payload = json.loads((tmp_path / "eval_relu_std.json").read_text())
-    assert payload["record_version"] == RECORD_VERSION
+    assert payload["schema"] == "evaluation" and payload["schema_version"] == RECORD_VERSION
     assert all(r.draws == 1 and r.accuracy_sd == 0 and not r.stochastic for r in records)  # deterministic model
     df = load_records(tmp_path)
     assert len(df) == len(records) == 6 and set(RECORD_FIELDS) <= set(df.columns)

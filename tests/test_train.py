@@ -3,9 +3,9 @@ import copy
 import pytest
 import torch
 
-from lwta_utils.config import TrainConfig
+from lwta_utils.config.schema import TrainConfig
 from lwta_utils.models import build_model
-from lwta_utils.train import fit, lr_factor, train_eps
+from lwta_utils.training.fit import fit, lr_factor, train_eps
 
 
 def _tiny(splits, n=200):
@@ -33,7 +33,7 @@ def test_best_validation_epoch_is_kept(smoke_cfg, splits):
     res = fit(model, splits, m.train, device=torch.device("cpu"), seed=0, progress=False)
     vals = [h["val_acc"] for h in res.history]
     assert res.best_metric == max(vals) and vals[res.best_epoch - 1] == max(vals)
-    from lwta_utils.evaluate import accuracy
+    from lwta_utils.models.inference import accuracy
     assert accuracy(model, splits.x_val, splits.y_val) == pytest.approx(max(vals))
 
 

@@ -1,0 +1,105 @@
+"""Our gradient attacks: PGD in the Linf and L2 balls, and FGSM (its one-step case).
+
+``pgd_linf`` / ``pgd_l2``: projected gradient descent (Madry et al. 2018) with random start,
+restarts (a point is robust only if it survives every restart), a loss ('ce', 'margin' =
+Carlini-Wagner's, 'dlr'), ``eot_samples`` gradients averaged per step (expectation over
+transformation, for stochastic models) and a gradient mode (``attacks.gradients``). ``fgsm``: one
+signed-gradient step of size eps (Goodfellow et al. 2015).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lwta_utils.attacks.gradients import input_gradient
+from lwta_utils.attacks.registry import check_eps, check_inputs, register_attack
+from lwta_utils.config.schema import ATTACK_LOSSES, GRADIENT_MODES
+from lwta_utils.core.errors import check_choice, check_range
+
+
+def _check_pgd(eps, norm, step_size, steps, restarts, eot_samples, loss, gradient) -> None:
+    check_eps(eps, norm)
+    check_range("step_size", step_size, 0.0)
+    check_range("steps", steps, 1, integer=True)
+    check_range("restarts", restarts, 1, integer=True)
+    check_range("eot_samples", eot_samples, 1, integer=True)
+    check_choice("loss", loss, ATTACK_LOSSES)
+    check_choice("gradient", gradient, GRADIENT_MODES)
+
+
+def l2_norm(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (t.dim() - 1))
+
+
+def _l2_project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    delta = x_adv - x
+    delta = delta * (eps / l2_norm(delta)).clamp(max=1.0)
+    return (x + delta).clamp_(0, 1)
+
+
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
+        step_size: float = 0.01, steps: int = 40, random_start: bool = True, restarts: int = 1,
+        eot_samples: int = 1, loss: str = "ce", gradient: str = "model",
+        generator: torch.Generator | None = None) -> torch.Tensor:
+    """PGD in the Linf or L2 ball; with several restarts, per point the first
+    restart's example that fools the model (one forward pass of the model as
+    it is), else the last restart's."""
+    check_inputs(x, y)
+    _check_pgd(eps, norm, step_size, steps, restarts, eot_samples, loss, gradient)
+    x = x.detach()
+    if eps == 0:
+        return x.clone()
+    if norm == "linf":
+        lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
+    best = x.clone()
+    robust = torch.ones(len(x), dtype=torch.bool, device=x.device)
+    for r in range(restarts):
+        if random_start:
+            noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+            if norm == "linf":
+                x_adv = torch.min(torch.max(x + (2 * noise - 1) * eps, lo), hi)
+            else:  # a random direction, at a uniform radius in [0, eps]
+                d = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+                x_adv = _l2_project(x + d / l2_norm(d) * eps * noise.flatten(1)[:, :1].view(-1, 1, 1, 1), x, eps)
+        else:
+            x_adv = x.clone()
+        for _ in range(steps):
+            g = input_gradient(model, x_adv, y, eot_samples, loss, gradient)
+            if norm == "linf":
+                x_adv = x_adv.add_(g.sign_(), alpha=step_size).clamp_(min=lo, max=hi)
+            else:
+                x_adv = _l2_project(x_adv + step_size * g / l2_norm(g), x, eps)
+        if restarts == 1:
+            return x_adv
+        with torch.no_grad():
+            fooled = model(x_adv).argmax(1) != y
+        keep = robust & (fooled | torch.tensor(r == restarts - 1, device=x.device))
+        best[keep] = x_adv[keep]
+        robust &= ~fooled
+    return best
+
+
+@register_attack("pgd_linf", "linf", label="PGD-Linf", iterative=True, gradient_modes=GRADIENT_MODES)
+def pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_size: float = 0.01,
+             steps: int = 40, random_start: bool = True, restarts: int = 1, eot_samples: int = 1,
+             loss: str = "ce", gradient: str = "model", generator: torch.Generator | None = None) -> torch.Tensor:
+    """Linf PGD (see :func:`pgd`)."""
+    return pgd(model, x, y, eps=eps, norm="linf", step_size=step_size, steps=steps, random_start=random_start,
+               restarts=restarts, eot_samples=eot_samples, loss=loss, gradient=gradient, generator=generator)
+
+
+@register_attack("pgd_l2", "l2", label="PGD-L2", iterative=True, gradient_modes=GRADIENT_MODES)
+def pgd_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_size: float = 0.1,
+           steps: int = 40, random_start: bool = True, restarts: int = 1, eot_samples: int = 1,
+           loss: str = "ce", gradient: str = "model", generator: torch.Generator | None = None) -> torch.Tensor:
+    """L2 PGD: steps of L2 length ``step_size`` along the gradient (see :func:`pgd`)."""
+    return pgd(model, x, y, eps=eps, norm="l2", step_size=step_size, steps=steps, random_start=random_start,
+               restarts=restarts, eot_samples=eot_samples, loss=loss, gradient=gradient, generator=generator)
+
+
+@register_attack("fgsm", "linf", label="FGSM", gradient_modes=GRADIENT_MODES)
+def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, eot_samples: int = 1,
+         gradient: str = "model") -> torch.Tensor:
+    """Fast gradient sign method: x + eps * sign(grad), clipped to [0, 1]."""
+    return pgd(model, x, y, eps=eps, step_size=eps, steps=1, random_start=False, restarts=1,
+               eot_samples=eot_samples, gradient=gradient)

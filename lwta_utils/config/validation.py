@@ -1,0 +1,228 @@
+"""Checks of a configuration: types come from the schema, ranges and choices are checked here,
+and names of registered entries (data sets, activations, models, attacks) against the registries
+of ``lwta_utils.core.registry`` (filled by the layers that define the entries). Every check
+raises a ConfigError naming the parameter, its value and what is allowed, before any work.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from lwta_utils.config.schema import (
+    ADV_METHODS,
+    AMP_MODES,
+    APPLIES_TO,
+    ATTACK_LABELS,
+    ATTACK_LOSSES,
+    AUGMENTS,
+    GRADIENT_MODES,
+    HEADS,
+    LOSSES,
+    MIXED_BRANCHES,
+    OPTIMIZERS,
+    PLACEMENTS,
+    PNI_MODES,
+    RESERVED_ATTACK_PARAMS,
+    SCHEDULES,
+    SELECT_METRICS,
+    STAGES,
+    WD_SCOPES,
+    AdversarialConfig,
+    AttackConfig,
+    ComputeConfig,
+    StudyConfig,
+    TrainConfig,
+)
+from lwta_utils.core.errors import bad, check_choice, check_range
+from lwta_utils.core.registry import ACTIVATIONS, ATTACKS, DATASETS, MODELS
+
+
+def validate(cfg: StudyConfig) -> None:
+    """Range and registry checks; raises ConfigError on the first bad value."""
+    check_range("seed", cfg.seed, 0, 2**32 - 1, integer=True)
+    if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
+        raise bad("device", cfg.device, "choose 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    check_range("num_threads", cfg.num_threads, 0, integer=True)
+    validate_compute("compute", cfg.compute)
+    d = cfg.data
+    DATASETS.lookup("data.name", d.name)
+    check_range("data.n_train", d.n_train, 10, integer=True)
+    check_range("data.n_val", d.n_val, 10, integer=True)
+    check_range("data.n_test", d.n_test, 10, integer=True)
+    check_range("data.split_seed", d.split_seed, 0, 2**32 - 1, integer=True)
+    if not cfg.models:
+        raise bad("models", cfg.models, "the profile must define at least one model")
+    for name, m in cfg.models.items():
+        p = f"models.{name}"
+        if not name.replace("_", "").isalnum():
+            raise bad(p, name, "model names use letters, digits and '_' only")
+        MODELS.lookup(f"{p}.arch", m.arch)
+        ACTIVATIONS.lookup(f"{p}.activation", m.activation)
+        options = ACTIVATIONS.options(f"{p}.activation_options", m.activation, m.activation_options)
+        check_choice(f"{p}.stage", m.stage, STAGES)
+        check_range(f"{p}.width", m.width, 1, 16, integer=True)
+        check_range(f"{p}.widen_factor", m.widen_factor, 1, 20, integer=True)
+        if m.ibp and m.activation != "lwta":
+            raise bad(f"{p}.ibp", m.ibp, f"the IBP variant needs activation 'lwta' (got {m.activation!r})")
+        if m.train.loss == "elbo" and m.activation != "lwta":
+            raise bad(f"{p}.train.loss", "elbo", f"the ELBO needs KL terms: activation 'lwta' (got {m.activation!r})")
+        check_choice(f"{p}.pni", m.pni, PNI_MODES)
+        check_choice(f"{p}.head", m.head, HEADS)
+        check_choice(f"{p}.activation_placement", m.activation_placement, PLACEMENTS)
+        if m.pni != "none" and m.ibp:
+            raise bad(f"{p}.pni", m.pni, "PNI and the IBP variant both rewrite the weight layers: use one")
+        if m.pni in ("activation", "both") and m.arch != "mnist_cnn":
+            raise bad(f"{p}.pni", m.pni, "activation noise sits at seed 001's positions of the MNIST CNN only")
+        if m.head != "wca" and m.head_options:
+            raise bad(f"{p}.head_options", m.head_options, "only head 'wca' takes options")
+        if m.train.loss == "wca" and m.head != "wca":
+            raise bad(f"{p}.train.loss", "wca", f"the WCA loss needs head 'wca' (got {m.head!r})")
+        if m.train.weight_decay_scope == "wca" and m.head != "wca":
+            raise bad(f"{p}.train.weight_decay_scope", "wca", f"needs head 'wca' (got {m.head!r})")
+        if m.init_from:
+            names = list(cfg.models)
+            if m.init_from not in names or names.index(m.init_from) >= names.index(name):
+                raise bad(f"{p}.init_from", m.init_from,
+                          "name a model defined earlier in the profile (it is trained first)")
+            src = cfg.models[m.init_from]
+            if STAGES.index(src.stage) > STAGES.index(m.stage):
+                raise bad(f"{p}.init_from", m.init_from,
+                          f"it is trained by a later notebook (stage {src.stage!r} after {m.stage!r})")
+            if (src.arch, src.width, src.depth, src.widen_factor) != (m.arch, m.width, m.depth, m.widen_factor):
+                raise bad(f"{p}.init_from", m.init_from, "must have the same architecture and size")
+        gs = m.train.gamma_schedule
+        if gs.start:
+            if "gamma" not in options:
+                raise bad(f"{p}.train.gamma_schedule.start", gs.start,
+                          f"the gamma schedule needs an activation with a gamma (k-WTA), not {m.activation!r}")
+            check_range(f"{p}.train.gamma_schedule.start", gs.start, options["gamma"], 1.0)
+            check_range(f"{p}.train.gamma_schedule.step", gs.step, 1e-6, 1.0)
+            check_range(f"{p}.train.gamma_schedule.every_epochs", gs.every_epochs, 1, integer=True)
+        if m.arch == "wrn" and (m.depth - 4) % 6:
+            raise bad(f"{p}.depth", m.depth, "WideResNet depth must be 6n+4 (e.g. 16, 28, 34)")
+        t = m.train
+        validate_train(f"{p}.train", t)
+    e = cfg.eval
+    check_range("eval.n_examples", e.n_examples, 1, d.n_test, integer=True)
+    check_range("eval.batch_size", e.batch_size, 1, integer=True)
+    check_range("eval.headline_eps", e.headline_eps, 0.0, 1.0)
+    check_range("eval.draws", e.draws, 1, 1000, integer=True)
+    check_range("eval.n_saved_examples", e.n_saved_examples, 0, integer=True)  # clipped to n_examples
+    check_range("eval.sanity.tolerance", e.sanity.tolerance, 0.0, 1.0)
+    check_range("eval.sanity.large_eps_accuracy", e.sanity.large_eps_accuracy, 0.0, 1.0)
+    check_range("eval.sanity.min_gradient_cosine", e.sanity.min_gradient_cosine, -1.0, 1.0)
+    check_range("eval.sanity.max_zero_gradients", e.sanity.max_zero_gradients, 0.0, 1.0)
+    check_range("eval.sanity.n_examples", e.sanity.n_examples, 1, integer=True)
+    keys = [atk.key for atk in e.attacks]
+    for i, atk in enumerate(e.attacks):
+        validate_attack(f"eval.attacks[{i}]", atk, cfg)
+        if atk.key in keys[:i]:
+            raise bad(f"eval.attacks[{i}].id", atk.key, "ids must be unique: give each entry of the same attack an id")
+    if e.attacks and e.standard_attack not in keys:
+        raise bad("eval.standard_attack", e.standard_attack, f"must be one of the attacks' ids: {', '.join(keys)}")
+    if cfg.report.reference:
+        check_choice("report.reference", cfg.report.reference, cfg.models)
+    for group, names in cfg.report.groups.items():
+        for j, name in enumerate(names):
+            check_choice(f"report.groups.{group}[{j}]", name, cfg.models)
+
+
+def validate_attack(p: str, atk: AttackConfig, cfg: StudyConfig) -> None:
+    """Checks of one attack entry: registry name, id, eps per its norm, ranges, the options
+    and fields the attack takes, and a transfer attack's surrogate."""
+    spec = ATTACKS.lookup(f"{p}.name", atk.name)
+    if atk.id and not atk.id.replace("_", "").replace("-", "").isalnum():
+        raise bad(f"{p}.id", atk.id, "ids use letters, digits, '_' and '-' only")
+    if not atk.eps:
+        raise bad(f"{p}.eps", atk.eps, "give at least one eps")
+    linf = spec.norm == "linf" and atk.options.get("norm", "linf") == "linf"
+    for j, eps in enumerate(atk.eps):
+        check_range(f"{p}.eps[{j}]", eps, 0.0, 1.0 if linf else None)
+    check_range(f"{p}.steps", atk.steps, 1, integer=True)
+    check_range(f"{p}.step_size", atk.step_size, 0.0)
+    check_range(f"{p}.restarts", atk.restarts, 1, integer=True)
+    check_range(f"{p}.c", atk.c, 0.0)
+    check_range(f"{p}.kappa", atk.kappa, 0.0)
+    check_range(f"{p}.eot_samples", atk.eot_samples, 1, integer=True)
+    check_choice(f"{p}.gradient", atk.gradient, GRADIENT_MODES)
+    if atk.gradient not in spec.gradient_modes:
+        raise bad(f"{p}.gradient", atk.gradient,
+                  f"attack '{atk.name}' supports the gradient modes {', '.join(map(repr, spec.gradient_modes))}")
+    check_choice(f"{p}.loss", atk.loss, ATTACK_LOSSES)
+    check_choice(f"{p}.applies_to", atk.applies_to, APPLIES_TO + tuple(ACTIVATIONS))
+    for j, name in enumerate(atk.models):
+        check_choice(f"{p}.models[{j}]", name, cfg.models)
+    check_range(f"{p}.n_examples", atk.n_examples, 0, integer=True)
+    accepted = spec.params
+    defaults = AttackConfig()
+    for field_name in ("eot_samples", "loss"):
+        given = getattr(atk, field_name)
+        if given != getattr(defaults, field_name) and field_name not in accepted:
+            raise bad(f"{p}.{field_name}", given, f"attack '{atk.name}' does not take it")
+    if spec.needs_surrogate:
+        check_choice(f"{p}.surrogate", atk.surrogate, cfg.models)
+    elif atk.surrogate:
+        raise bad(f"{p}.surrogate", atk.surrogate, "only transfer attacks (those crafted on a surrogate) take one")
+    own = {f.name for f in dataclasses.fields(AttackConfig)}
+    for k in atk.options:
+        if k in own or k not in accepted or k in RESERVED_ATTACK_PARAMS:
+            allowed = sorted(set(accepted) - own - set(RESERVED_ATTACK_PARAMS))
+            raise bad(f"{p}.options.{k}", atk.options[k],
+                      f"attack '{atk.name}' takes these options: {', '.join(allowed) or 'none'}")
+
+
+def validate_train(p: str, t: TrainConfig) -> None:
+    """Checks of one training configuration (``p`` names it in messages)."""
+    if not isinstance(t, TrainConfig):
+        raise bad(p, type(t).__name__, "must be a TrainConfig")
+    check_range(f"{p}.epochs", t.epochs, 0, integer=True)
+    check_range(f"{p}.batch_size", t.batch_size, 1, integer=True)
+    check_choice(f"{p}.optimizer", t.optimizer, OPTIMIZERS)
+    check_range(f"{p}.lr", t.lr, 0.0, 10.0)
+    check_range(f"{p}.momentum", t.momentum, 0.0, 1.0)
+    check_range(f"{p}.weight_decay", t.weight_decay, 0.0, 1.0)
+    check_choice(f"{p}.schedule", t.schedule, SCHEDULES)
+    for i, ms in enumerate(t.milestones):
+        check_range(f"{p}.milestones[{i}]", ms, 0, integer=True)
+    if t.schedule in ("multistep", "lwta") and not t.milestones:
+        raise bad(f"{p}.milestones", t.milestones, f"schedule '{t.schedule}' needs milestones")
+    check_range(f"{p}.lr_gamma", t.lr_gamma, 0.0, 1.0)
+    check_choice(f"{p}.select_metric", t.select_metric, SELECT_METRICS)
+    check_range(f"{p}.val_attack_steps", t.val_attack_steps, 1, integer=True)
+    check_choice(f"{p}.augment", t.augment, AUGMENTS)
+    check_range(f"{p}.max_shift", t.max_shift, 0, 8, integer=True)
+    check_choice(f"{p}.loss", t.loss, LOSSES)
+    check_choice(f"{p}.weight_decay_scope", t.weight_decay_scope, WD_SCOPES)
+    check_range(f"{p}.label_smoothing", t.label_smoothing, 0.0, 0.99)
+    validate_adversarial(f"{p}.adversarial", t.adversarial)
+    if t.select_metric == "pgd" and t.adversarial.method == "none":
+        raise bad(f"{p}.select_metric", "pgd", "'pgd' selection needs an adversarial.method")
+
+
+def validate_compute(p: str, c: ComputeConfig) -> None:
+    if not isinstance(c, ComputeConfig):
+        raise bad(p, type(c).__name__, "must be a ComputeConfig")
+    check_choice(f"{p}.amp", c.amp, AMP_MODES)
+    check_range(f"{p}.state_every_steps", c.state_every_steps, 0, integer=True)
+    for name in ("channels_last", "compile", "deterministic", "resume", "sync_batchnorm"):
+        if not isinstance(getattr(c, name), bool):
+            raise bad(f"{p}.{name}", getattr(c, name), "must be true or false")
+
+
+def validate_adversarial(p: str, a: AdversarialConfig) -> None:
+    check_choice(f"{p}.method", a.method, ADV_METHODS)
+    check_range(f"{p}.eps", a.eps, 0.0, 1.0)
+    check_range(f"{p}.step_size", a.step_size, 0.0, 1.0)
+    check_range(f"{p}.steps", a.steps, 1, integer=True)
+    check_range(f"{p}.eps_warmup_epochs", a.eps_warmup_epochs, 0, integer=True)
+    check_choice(f"{p}.label", a.label, ATTACK_LABELS)
+    check_range(f"{p}.clean_weight", a.clean_weight, 0.0, 1.0)
+    check_range(f"{p}.clean_epochs", a.clean_epochs, 0, integer=True)
+    check_range(f"{p}.noise_std", a.noise_std, 0.0, 1.0)
+    if not a.mixed_branches:
+        raise bad(f"{p}.mixed_branches", a.mixed_branches, f"give a non-empty subset of {MIXED_BRANCHES}")
+    for i, b in enumerate(a.mixed_branches):
+        check_choice(f"{p}.mixed_branches[{i}]", b, MIXED_BRANCHES)
+    check_range(f"{p}.cw_c", a.cw_c, 0.0)
+    check_range(f"{p}.cw_kappa", a.cw_kappa, 0.0)
+    check_range(f"{p}.cw_steps", a.cw_steps, 1, integer=True)
+    check_range(f"{p}.cw_lr", a.cw_lr, 0.0, 1.0)

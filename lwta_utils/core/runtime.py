@@ -1,0 +1,36 @@
+"""Device, threads and seeds, set explicitly (never as an import side effect)."""
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from lwta_utils.core.errors import bad
+
+
+def get_device(name: str = "auto") -> torch.device:
+    """'auto' -> CUDA when present, else CPU; 'cuda' without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise bad("device", name, "no CUDA device is present here; use 'auto' or 'cpu'")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise bad("device", name, "choose 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a CPU generator seeded the same way."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def set_threads(n: int) -> int:
+    """Use ``n`` CPU threads (0 = all cores); returns the number in use."""
+    torch.set_num_threads(n if n > 0 else (os.cpu_count() or 1))
+    return torch.get_num_threads()
