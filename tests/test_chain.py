@@ -16,7 +16,7 @@ def run(*args, timeout=600):
                           text=True, timeout=timeout)
 
 
-ARTIFACTS = {  # the cells of 06_analysis that must show a table (html) or a figure (png)
+ARTIFACTS = {  # the cells of 07_analysis that must show a table (html) or a figure (png)
     "artifact-findings": "text/markdown", "artifact-claims": "text/html", "artifact-seed001": "text/html",
     "artifact-headline": "text/html", "artifact-accuracy": "text/html", "artifact-sanity": "text/html",
     "artifact-curves": "image/png", "artifact-probs": "image/png", "artifact-examples": "image/png",
@@ -39,7 +39,7 @@ def smoke_run(tmp_path_factory):
 def test_analysis_notebook_produces_every_table_and_figure(smoke_run):
     out, proc = smoke_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    nb = json.loads((out / "reports" / "executed" / "06_analysis.ipynb").read_text())
+    nb = json.loads((out / "reports" / "executed" / "07_analysis.ipynb").read_text())
     seen = {}
     for cell in nb["cells"]:
         for tag in cell["metadata"].get("tags", []):
@@ -94,7 +94,7 @@ def test_smoke_chain_end_to_end(smoke_run):
     for fig in ("data_examples.png", "true_class_probs.png", "robustness_curves.png", "training_curves.png"):
         assert (out / "figures" / fig).stat().st_size > 5000
     html = (out / "reports" / "index.html").read_text()
-    for nb_title in ("00 · Data", "01 · Baseline", "05 · Attacks", "06 · Analysis", "true-class probabilities",
+    for nb_title in ("00 · Data", "01 · Baseline", "05 · Attacks", "07 · Analysis", "true-class probabilities",
                      "Headline", "Sanity checks", "worst case over attacks", "strongest attack"):
         assert nb_title in html
     assert "data:image/png;base64" in html  # figures embedded
@@ -153,11 +153,11 @@ def test_a_failing_notebook_leaves_the_last_good_outputs_untouched(smoke_run, tm
     assert (work / "reports" / "executed" / "05_attacks.ipynb").is_file()
     # the analysis alone, on the cached records: records unchanged, figures and report rendered again
     (work / "models" / "wca.pt").write_bytes((out / "models" / "wca.pt").read_bytes())
-    proc = run("--profile", "smoke", "--out", str(work), "--notebooks", "06_analysis")
+    proc = run("--profile", "smoke", "--out", str(work), "--notebooks", "07_analysis")
     assert proc.returncode == 0, proc.stderr[-2000:]
     after = _snapshot(work)
     assert all(after[k] == v for k, v in before.items() if k.name.startswith(("eval_", "correct_", "train_")))
-    timing = json.loads((work / "results" / "chain_timing.json").read_text())["notebooks"]["06_analysis"]
+    timing = json.loads((work / "results" / "chain_timing.json").read_text())["notebooks"]["07_analysis"]
     assert timing["wall_s"] > 0 and not (work / ".chain-run").exists()
 
 

@@ -146,7 +146,7 @@ def test_committed_report_opens_in_headless_chromium_with_every_section():
     anchors = expected_anchors(NOTEBOOKS_DIR, list(NOTEBOOKS))
     for heading in ("Claims versus reproduced", "Seed 001's table, beside ours", "Compute overhead relative to ReLU",
                     "Adversarial examples classified correctly and incorrectly (seed 001's figure)"):
-        assert section_anchor("06_analysis", heading) in anchors
+        assert section_anchor("07_analysis", heading) in anchors
     res = check_report(ROOT / "reports" / "index.html", anchors, min_images=15)
     assert res["images"] >= 15 and res["title"].startswith("Local competition")
 

@@ -461,25 +461,30 @@ PLACEMENTS = ("all", "blocks")
 @dataclass(frozen=True)
 class ChainStep:
     """One notebook of the chain: ``notebooks/<notebook>.ipynb``, the ``stage`` of the models it
-    trains ('' = none: every model's ``stage`` names the step that trains it) and what it does."""
+    trains ('' = none: every model's ``stage`` names the step that trains it), what it does, and its
+    role: 'train' (writes checkpoints), 'evaluate' (reads every checkpoint, writes the evaluation
+    records), 'analyse' (reads the records, writes the findings the report opens with) or ''."""
 
     notebook: str
     stage: str
     title: str
+    role: str = ""
 
 
 CHAIN = (
     ChainStep("00_data", "", "data: the splits"),
-    ChainStep("01_baseline", "baseline", "the ReLU reference"),
-    ChainStep("02_lwta", "lwta", "stochastic LWTA and its IBP variant"),
-    ChainStep("03_kwta", "kwta_wca", "k-WTA and weight-covariance alignment"),
-    ChainStep("04_adversarial_training", "adversarial_training", "adversarially trained models"),
-    ChainStep("05_attacks", "", "the attack suite"),
-    ChainStep("06_analysis", "", "claims, tables, figures"),
+    ChainStep("01_baseline", "baseline", "the ReLU reference", "train"),
+    ChainStep("02_lwta", "lwta", "stochastic LWTA and its IBP variant", "train"),
+    ChainStep("03_kwta", "kwta_wca", "k-WTA and weight-covariance alignment", "train"),
+    ChainStep("04_adversarial_training", "adversarial_training", "adversarially trained models", "train"),
+    ChainStep("05_attacks", "", "the attack suite", "evaluate"),
+    ChainStep("07_analysis", "", "claims, tables, figures", "analyse"),
 )
 NOTEBOOKS = tuple(step.notebook for step in CHAIN)
 STAGES = tuple(step.stage for step in CHAIN if step.stage)
 STAGE_NOTEBOOK = {step.stage: step.notebook for step in CHAIN if step.stage}
+EVALUATE_NOTEBOOK = next(step.notebook for step in CHAIN if step.role == "evaluate")
+ANALYSE_NOTEBOOK = next(step.notebook for step in CHAIN if step.role == "analyse")
 
 
 UNHASHED_MODEL_FIELDS = ("label", "stage")  # where a model is shown and which notebook trains it: not its weights

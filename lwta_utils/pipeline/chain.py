@@ -2,7 +2,7 @@
 
     python -m lwta_utils.pipeline --profile default
     python -m lwta_utils.pipeline --profile smoke --out runs/smoke --set seed=1
-    python -m lwta_utils.pipeline --profile default --notebooks 05_attacks 06_analysis
+    python -m lwta_utils.pipeline --profile default --notebooks 05_attacks 07_analysis
 
 The configuration is validated before any notebook runs; a bad parameter
 stops the chain with one message (exit code 2) and nothing written. Checkpoints
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from lwta_utils.config.loading import load_config, parse_set
-from lwta_utils.config.schema import NOTEBOOKS, STAGE_NOTEBOOK, StudyConfig
+from lwta_utils.config.schema import ANALYSE_NOTEBOOK, EVALUATE_NOTEBOOK, NOTEBOOKS, STAGE_NOTEBOOK, StudyConfig
 from lwta_utils.core.errors import ConfigError, bad
 from lwta_utils.core.jsonfiles import read_versioned, write_versioned
 from lwta_utils.core.paths import NOTEBOOKS_DIR, ROOT, display_path
@@ -43,17 +43,17 @@ REPORT_TITLE = "Local competition and stochasticity against adversarial attacks:
 
 def preflight(cfg: StudyConfig, notebooks: list[str]) -> None:
     """Files that the selected notebooks read but do not write must already exist."""
-    if "05_attacks" in notebooks:
+    if EVALUATE_NOTEBOOK in notebooks:
         for name, m in cfg.models.items():
             trainer, path = STAGE_NOTEBOOK[m.stage], cfg.models_dir / f"{name}.pt"
             if trainer not in notebooks and not path.is_file():
-                raise bad("notebooks", notebooks, f"05_attacks needs the checkpoint '{path}', which does not "
-                          f"exist; include {trainer} in the run")
-    if "06_analysis" in notebooks and "05_attacks" not in notebooks:
+                raise bad("notebooks", notebooks, f"{EVALUATE_NOTEBOOK} needs the checkpoint '{path}', which does "
+                          f"not exist; include {trainer} in the run")
+    if ANALYSE_NOTEBOOK in notebooks and EVALUATE_NOTEBOOK not in notebooks:
         missing = [n for n in cfg.models if not (cfg.results_dir / f"eval_{n}.json").is_file()]
         if missing:
-            raise bad("notebooks", notebooks, f"06_analysis needs results/eval_{missing[0]}.json under "
-                      f"{cfg.out}; include 05_attacks in the run")
+            raise bad("notebooks", notebooks, f"{ANALYSE_NOTEBOOK} needs results/eval_{missing[0]}.json under "
+                      f"{cfg.out}; include {EVALUATE_NOTEBOOK} in the run")
 
 
 def record_timing(cfg: StudyConfig, notebook: str, wall_s: float, reuse: bool) -> None:
@@ -167,7 +167,7 @@ def run_chain(profile: str, *, out_dir: str | None = None, seed: int | None = No
     print(f"outputs: {changed} file(s) written under {display_path(out)}")
     result = None
     executed = [executed_dir / f"{nb}.ipynb" for nb in NOTEBOOKS]
-    if report and "06_analysis" in notebooks and all(p.is_file() for p in executed):
+    if report and ANALYSE_NOTEBOOK in notebooks and all(p.is_file() for p in executed):
         findings = cfg.results_dir / "findings.md"
         result = build_report(executed, cfg.reports_dir / "index.html", REPORT_TITLE,
                               intro=f"Profile `{profile}`, seed {cfg.seed}. Every number below comes from the "

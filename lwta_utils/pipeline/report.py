@@ -1,7 +1,7 @@
 """One self-contained HTML report from the executed notebooks (nbconvert, offline), and its check.
 
 The executed notebooks are concatenated behind a title, the findings (``results/findings.md``,
-written from the records by ``06_analysis``) and a table of contents with every notebook and
+written from the records by ``07_analysis``) and a table of contents with every notebook and
 its sections. Figures are already embedded in the notebooks' outputs as PNG, and the page loads
 nothing from the network (nbconvert's MathJax and require.js tags are dropped: no notebook
 uses either), so it opens from disk in any browser.
@@ -89,7 +89,7 @@ def combine_notebooks(paths: list[Path], title: str, intro: str = "", findings: 
         toc.append(f"{i}. [{_title_of(nb) or p.stem}](#{notebook_anchor(p.stem)})")
         toc += [f"    - [{s}](#{section_anchor(p.stem, s)})" for s in sections(nb)]
     head = (f"# {title}\n\n{intro}\n\nGenerated {time.strftime('%Y-%m-%d %H:%M')} from commit `{git_sha()}`.\n\n"
-            f'<a id="findings"></a>\n\n## Findings\n\n{findings or "No findings yet: run 06_analysis."}\n\n'
+            f'<a id="findings"></a>\n\n## Findings\n\n{findings or "No findings yet: run 07_analysis."}\n\n'
             f'<a id="contents"></a>\n\n## Contents\n\n' + "\n".join(toc) + "\n")
     out = nbformat.v4.new_notebook()
     out.cells.append(nbformat.v4.new_markdown_cell(head))
