@@ -32,6 +32,7 @@ FAST = {
     "fb_cw_l2": {"eps": 1.5, "steps": 10, "binary_steps": 2, "c": 0.1},
     "fb_deepfool_linf": {"eps": 0.2, "steps": 5, "candidates": 3},
     "fb_deepfool_l2": {"eps": 1.5, "steps": 5, "candidates": 3},
+    "apgd": {"eps": 0.2, "steps": 5, "restarts": 2, "loss": "dlr"},
     "apgd_ce": {"eps": 0.2, "steps": 5},
     "apgd_dlr": {"eps": 0.2, "steps": 5},
     "apgd_t": {"eps": 0.2, "steps": 5, "n_targets": 2},
@@ -78,7 +79,7 @@ def test_attack_stays_in_its_ball_and_in_range(trained, batch, name):
     assert accuracy(trained, x_adv, y) <= accuracy(trained, x, y)
 
 
-@pytest.mark.parametrize("name", ["pgd_linf", "pgd_l2", "smoothed_pgd", "square", "apgd_ce", "autoattack"])
+@pytest.mark.parametrize("name", ["pgd_linf", "pgd_l2", "smoothed_pgd", "square", "apgd", "apgd_ce", "autoattack"])
 def test_attack_lowers_accuracy_of_a_standard_model(trained, batch, name):
     x, y = batch
     params = {**_params(name, trained), "eps": 0.3 if ATTACKS[name].norm == "linf" else 2.5}

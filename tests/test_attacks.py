@@ -6,7 +6,7 @@ from lwta_utils.attacks.pgd import fgsm, pgd_linf
 from lwta_utils.attacks.registry import attack_params, run_attack
 from lwta_utils.core.errors import ConfigError
 from lwta_utils.core.modes import eval_mode
-from lwta_utils.evaluation.evaluate import attack_batched
+from lwta_utils.evaluation.cascade import attack_in_batches
 from lwta_utils.models.inference import accuracy
 
 
@@ -67,7 +67,7 @@ def test_seeded_random_start_is_reproducible(trained, batch):
 def test_batched_equals_unbatched_for_deterministic_attacks(trained, batch):
     x, y = batch
     full = fgsm(trained, x, y, eps=0.1)
-    parts = attack_batched(trained, "fgsm", x, y, batch_size=30, eps=0.1)
+    parts = attack_in_batches(trained, "fgsm", x, y, 30, torch.Generator().manual_seed(0), {"eps": 0.1})
     assert torch.allclose(full, parts, atol=1e-6)
 
 

@@ -2,7 +2,7 @@
 the losses and gradient modes, then one module per family: ours (PGD / FGSM, CW, transfer, the
 gradient-free smoothed PGD), foolbox's and the official AutoAttack code's. Importing this package
 registers every attack."""
-from lwta_utils.attacks import autoattack, cw, foolbox, smoothed, transfer  # noqa: F401  (registration)
+from lwta_utils.attacks import apgd, autoattack, cw, foolbox, smoothed, transfer  # noqa: F401  (registration)
 from lwta_utils.attacks.cw import cw_l2
 from lwta_utils.attacks.foolbox import ExpectedModel
 from lwta_utils.attacks.gradients import attack_loss, input_gradient

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lwta_utils.config.schema import GRADIENT_MODES
-from lwta_utils.core.switches import restore_switches, set_switches
+from lwta_utils.core.runtime import MAX_PASS
+from lwta_utils.core.switches import batched_draws_ok, restore_switches, set_switches
 
 # switches that the gradient pass of each mode sets (restored right after it)
 GRADIENT_SWITCHES: dict[str, dict] = {"model": {}, "straight_through": {"gradient": "straight_through"},
@@ -54,14 +55,60 @@ def gradient_mode(model: nn.Module, mode: str) -> Iterator[None]:
         restore_switches(saved)
 
 
-def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eot_samples: int = 1,
-                   loss: str = "ce", gradient: str = "model") -> torch.Tensor:
-    """Gradient of the summed ``loss`` w.r.t. the input, averaged over ``eot_samples``
-    forward passes, under gradient ``mode``; parameter gradients are left untouched."""
-    x = x.detach().requires_grad_(True)
-    grad = None
+def per_example_loss(logits: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> torch.Tensor:
+    """The loss the attacks maximise, per example."""
+    if loss == "ce":
+        return F.cross_entropy(logits, y, reduction="none")
+    return (margin_loss if loss == "margin" else dlr_loss)(logits, y)
+
+
+def eot_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eot_samples: int = 1, loss: str = "ce",
+             gradient: str = "model", need_grad: bool = True, batched: bool | None = None
+             ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """One look at ``x`` through ``eot_samples`` forward passes (fresh draws each) under gradient mode
+    ``gradient``: (the input gradient of the loss averaged over the draws, or None without
+    ``need_grad``; the loss per example averaged over the draws; whether every draw misclassifies
+    the example). Parameter gradients are left untouched.
+
+    The draws are stacked along the batch dimension (one pass of the batch repeated, at most
+    ``MAX_PASS`` images a pass) when every stochastic layer draws per example
+    (``core.switches.batched_draws_ok``); otherwise one pass per draw. Both give the same
+    expectation; ``batched`` forces one or the other. A mode whose forward pass differs from the
+    model's ('expectation', 'deterministic') judges success with extra forward passes of the model
+    as it is."""
+    batched = batched_draws_ok(model) if batched is None else batched
+    k = max(1, min(eot_samples, MAX_PASS // max(len(x), 1))) if batched and eot_samples > 1 else 1
+    x = x.detach()
+    grad = torch.zeros_like(x) if need_grad else None
+    total = torch.zeros(len(x), device=x.device)
+    fooled = torch.ones(len(x), dtype=torch.bool, device=x.device)
+    same_forward = not {"test_mode", "stochastic"} & set(GRADIENT_SWITCHES[gradient])
+    done = 0
     with gradient_mode(model, gradient):
-        for _ in range(eot_samples):
-            g = torch.autograd.grad(attack_loss(model(x), y, loss), x)[0]
-            grad = g if grad is None else grad.add_(g)
-    return grad if eot_samples == 1 else grad.div_(eot_samples)
+        while done < eot_samples:
+            n = min(k, eot_samples - done)
+            xr = x.requires_grad_(True) if need_grad else x
+            inp = xr.repeat(n, *([1] * (x.dim() - 1))) if n > 1 else xr
+            with torch.set_grad_enabled(need_grad):
+                logits = model(inp)
+                losses = per_example_loss(logits, y.repeat(n), loss)
+            if need_grad:
+                grad += torch.autograd.grad(losses.sum(), xr)[0]
+            total += losses.detach().view(n, -1).sum(0)
+            if same_forward:
+                fooled &= (logits.detach().argmax(1) != y.repeat(n)).view(n, -1).all(0)
+            done += n
+            x = x.detach()
+    if not same_forward:  # success is decided by the model as evaluated, not by the gradient pass
+        with torch.no_grad():
+            for _ in range(eot_samples):
+                fooled &= model(x).argmax(1) != y
+    return (grad.div_(eot_samples) if need_grad else None), total / eot_samples, fooled
+
+
+def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eot_samples: int = 1,
+                   loss: str = "ce", gradient: str = "model", batched: bool | None = None) -> torch.Tensor:
+    """Gradient of the summed ``loss`` w.r.t. the input, averaged over ``eot_samples``
+    forward passes, under gradient ``mode`` (see :func:`eot_step`); parameter gradients are left
+    untouched."""
+    return eot_step(model, x, y, eot_samples, loss, gradient, batched=batched)[0]

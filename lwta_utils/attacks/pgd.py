@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lwta_utils.attacks.gradients import input_gradient
+from lwta_utils.attacks.gradients import eot_step, input_gradient
 from lwta_utils.attacks.registry import check_eps, check_inputs, register_attack
 from lwta_utils.config.schema import ATTACK_LOSSES, GRADIENT_MODES
 from lwta_utils.core.errors import check_choice, check_range
@@ -37,64 +37,106 @@ def _l2_project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tenso
     return (x + delta).clamp_(0, 1)
 
 
+KEEPS = ("best", "last")
+
+
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
         step_size: float = 0.01, steps: int = 40, random_start: bool = True, restarts: int = 1,
         eot_samples: int = 1, loss: str = "ce", gradient: str = "model",
-        generator: torch.Generator | None = None) -> torch.Tensor:
-    """PGD in the Linf or L2 ball; with several restarts, per point the first
-    restart's example that fools the model (one forward pass of the model as
-    it is), else the last restart's."""
+        generator: torch.Generator | None = None, keep: str = "best") -> torch.Tensor:
+    """PGD in the Linf or L2 ball, from a random start (drawn from ``generator``), each step the
+    signed (Linf) or normalised (L2) gradient of ``loss`` averaged over ``eot_samples`` draws
+    (``attacks.gradients.eot_step``).
+
+    keep 'best' (the evaluation): per example the first iterate that is misclassified in every
+    draw of its look, else the iterate with the highest loss over every restart (the last iterate
+    is looked at too); an example stops as soon as it is fooled (early exit), and later restarts
+    run only on the examples not fooled yet. keep 'last' (adversarial training, Madry et al.): the
+    last iterate; with restarts, the first restart's last iterate that fools the model (one forward
+    pass of the model as it is), else the last restart's."""
     check_inputs(x, y)
     _check_pgd(eps, norm, step_size, steps, restarts, eot_samples, loss, gradient)
+    check_choice("keep", keep, KEEPS)
     x = x.detach()
     if eps == 0:
         return x.clone()
-    if norm == "linf":
-        lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
+    lo, hi = ((x - eps).clamp(min=0), (x + eps).clamp(max=1)) if norm == "linf" else (None, None)
+
+    def start(rows: torch.Tensor) -> torch.Tensor:
+        xs = x[rows]
+        if not random_start:
+            return xs.clone()
+        noise = torch.rand(xs.shape, generator=generator, dtype=x.dtype).to(x.device)
+        if norm == "linf":
+            return torch.min(torch.max(xs + (2 * noise - 1) * eps, lo[rows]), hi[rows])
+        d = torch.randn(xs.shape, generator=generator, dtype=x.dtype).to(x.device)  # a random direction,
+        return _l2_project(xs + d / l2_norm(d) * eps * noise.flatten(1)[:, :1].view(-1, 1, 1, 1), xs, eps)  # radius U[0, eps]
+
+    def step(x_adv: torch.Tensor, g: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        if norm == "linf":
+            return x_adv.add_(g.sign_(), alpha=step_size).clamp_(min=lo[rows], max=hi[rows])
+        return _l2_project(x_adv + step_size * g / l2_norm(g), x[rows], eps)
+
+    everyone = torch.arange(len(x), device=x.device)
+    if keep == "last":
+        best, robust = x.clone(), torch.ones(len(x), dtype=torch.bool, device=x.device)
+        for r in range(restarts):
+            x_adv = start(everyone)
+            for _ in range(steps):
+                x_adv = step(x_adv, input_gradient(model, x_adv, y, eot_samples, loss, gradient), everyone)
+            if restarts == 1:
+                return x_adv
+            with torch.no_grad():
+                fooled = model(x_adv).argmax(1) != y
+            chosen = robust & (fooled | torch.tensor(r == restarts - 1, device=x.device))
+            best[chosen] = x_adv[chosen]
+            robust &= ~fooled
+        return best
     best = x.clone()
-    robust = torch.ones(len(x), dtype=torch.bool, device=x.device)
-    for r in range(restarts):
-        if random_start:
-            noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-            if norm == "linf":
-                x_adv = torch.min(torch.max(x + (2 * noise - 1) * eps, lo), hi)
-            else:  # a random direction, at a uniform radius in [0, eps]
-                d = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-                x_adv = _l2_project(x + d / l2_norm(d) * eps * noise.flatten(1)[:, :1].view(-1, 1, 1, 1), x, eps)
-        else:
-            x_adv = x.clone()
-        for _ in range(steps):
-            g = input_gradient(model, x_adv, y, eot_samples, loss, gradient)
-            if norm == "linf":
-                x_adv = x_adv.add_(g.sign_(), alpha=step_size).clamp_(min=lo, max=hi)
-            else:
-                x_adv = _l2_project(x_adv + step_size * g / l2_norm(g), x, eps)
-        if restarts == 1:
-            return x_adv
-        with torch.no_grad():
-            fooled = model(x_adv).argmax(1) != y
-        keep = robust & (fooled | torch.tensor(r == restarts - 1, device=x.device))
-        best[keep] = x_adv[keep]
-        robust &= ~fooled
+    best_loss = torch.full((len(x),), -float("inf"), device=x.device)
+    fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    for _ in range(restarts):
+        rows = everyone[~fooled]
+        if not len(rows):
+            break
+        x_adv = start(rows)
+        for t in range(steps + 1):
+            g, lossv, hit = eot_step(model, x_adv, y[rows], eot_samples, loss, gradient, need_grad=t < steps)
+            if t > 0 or random_start:  # an iterate the attack reached: keep the strongest per example
+                better = hit | (lossv > best_loss[rows])
+                best[rows[better]] = x_adv[better]
+                best_loss[rows[better]] = torch.where(hit[better], float("inf"), lossv[better])
+                fooled[rows[hit]] = True
+                if hit.any():  # early exit: a fooled example takes no more steps
+                    rows, x_adv, g = rows[~hit], x_adv[~hit], None if g is None else g[~hit]
+                    if not len(rows):
+                        break
+            if t == steps:
+                break
+            x_adv = step(x_adv, g, rows)
     return best
 
 
 @register_attack("pgd_linf", "linf", label="PGD-Linf", iterative=True, gradient_modes=GRADIENT_MODES)
 def pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_size: float = 0.01,
              steps: int = 40, random_start: bool = True, restarts: int = 1, eot_samples: int = 1,
-             loss: str = "ce", gradient: str = "model", generator: torch.Generator | None = None) -> torch.Tensor:
+             loss: str = "ce", gradient: str = "model", generator: torch.Generator | None = None,
+             keep: str = "best") -> torch.Tensor:
     """Linf PGD (see :func:`pgd`)."""
     return pgd(model, x, y, eps=eps, norm="linf", step_size=step_size, steps=steps, random_start=random_start,
-               restarts=restarts, eot_samples=eot_samples, loss=loss, gradient=gradient, generator=generator)
+               restarts=restarts, eot_samples=eot_samples, loss=loss, gradient=gradient, generator=generator,
+               keep=keep)
 
 
 @register_attack("pgd_l2", "l2", label="PGD-L2", iterative=True, gradient_modes=GRADIENT_MODES)
 def pgd_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_size: float = 0.1,
            steps: int = 40, random_start: bool = True, restarts: int = 1, eot_samples: int = 1,
-           loss: str = "ce", gradient: str = "model", generator: torch.Generator | None = None) -> torch.Tensor:
+           loss: str = "ce", gradient: str = "model", generator: torch.Generator | None = None,
+           keep: str = "best") -> torch.Tensor:
     """L2 PGD: steps of L2 length ``step_size`` along the gradient (see :func:`pgd`)."""
     return pgd(model, x, y, eps=eps, norm="l2", step_size=step_size, steps=steps, random_start=random_start,
-               restarts=restarts, eot_samples=eot_samples, loss=loss, gradient=gradient, generator=generator)
+               restarts=restarts, eot_samples=eot_samples, loss=loss, gradient=gradient, generator=generator,
+               keep=keep)
 
 
 @register_attack("fgsm", "linf", label="FGSM", gradient_modes=GRADIENT_MODES)

@@ -17,6 +17,10 @@ def training_name(cfg: StudyConfig, name: str) -> str:
         base = f"mixed-at({'+'.join(a.mixed_branches)},eps={a.eps:g})"
     else:
         base = f"{a.method}-at(eps={a.eps:g}" + (f",steps={a.steps}" if a.method == "pgd" else "") + ")"
+        if a.gradient != "model":
+            base += f" on the {a.gradient.replace('_', '-')} gradient"
+        if a.eot_samples > 1:
+            base += f", EOT {a.eot_samples}"
     if a.method != "none" and a.clean_weight:
         base += f" {a.clean_weight:g} clean"
     if a.method != "none" and a.label == "predicted":

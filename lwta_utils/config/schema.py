@@ -52,6 +52,12 @@ class AdversarialConfig:
     step_size: PGD step in pixel units.
     steps: PGD iterations per batch.
     random_start: start PGD from a uniform point in the eps-ball.
+    gradient: the gradient the PGD examples follow: 'model' (the model's own,
+        the LWTA paper's relaxed gradient) or 'straight_through' (LWTA's drawn
+        mask held constant in the backward pass: an honest training signal;
+        the study's ablation) (``GRADIENT_MODES``).
+    eot_samples: gradients averaged per PGD step (expectation over draws of
+        a stochastic model).
     eps_warmup_epochs: epochs over which eps ramps linearly from 0 to ``eps``
         (counted from the first adversarial epoch).
     label: labels the attack maximises the loss of: 'true' (Madry) or
@@ -70,6 +76,8 @@ class AdversarialConfig:
     step_size: float = 0.01
     steps: int = 40
     random_start: bool = True
+    gradient: str = "model"
+    eot_samples: int = 1
     eps_warmup_epochs: int = 0
     label: str = "true"
     clean_weight: float = 0.0
@@ -119,7 +127,12 @@ class TrainConfig:
     milestones: epochs (see ``schedule``).
     lr_gamma: multiplicative lr factor.
     select_metric: validation metric that picks the checkpoint: 'clean'
-        (accuracy) or 'pgd' (accuracy under a short PGD at the training eps).
+        (accuracy), 'pgd' (accuracy under a short PGD at the training eps) or
+        'elbo' (the validation ELBO per example at the full KL weight,
+        -(cross-entropy + KL / N), nats; needs loss 'elbo').
+    patience: early stopping: stop once the selection metric has not
+        improved for this many epochs (counted from the end of the KL
+        warm-up); 0 = train all ``epochs``.
     val_attack_steps: PGD steps of the 'pgd' selection metric.
     val_attack_step_factor: its step size is this factor x eps / steps
         (2.5: the iterates can cross the ball 2.5 times).
@@ -133,6 +146,13 @@ class TrainConfig:
         needs a model with KL terms, i.e. LWTA layers) or 'wca'
         (cross-entropy - log tr(W Sigma W^T); needs head 'wca').
     label_smoothing: cross-entropy label smoothing in [0, 1) (seed 001).
+    kl_data_size: N of the ELBO's KL / N, in examples: 0 = the training
+        split's size (the exact ELBO); a larger N (e.g. 60000, MNIST's full
+        training set: the sources' data size) weighs the KL per example as it
+        would there (a stated deviation; loss 'elbo' only).
+    kl_warmup_epochs: KL annealing: the KL weight rises linearly (every step)
+        from 0 to 1 / N over this many epochs; 0 = the full weight from the
+        first step. Epochs inside the warm-up are not eligible for selection.
     adversarial: see :class:`AdversarialConfig`.
     gamma_schedule: see :class:`GammaScheduleConfig` (k-WTA models only).
     """
@@ -148,12 +168,15 @@ class TrainConfig:
     milestones: list[int] = field(default_factory=list)
     lr_gamma: float = 0.1
     select_metric: str = "clean"
+    patience: int = 0
     val_attack_steps: int = 10
     val_attack_step_factor: float = 2.5
     augment: str = "none"
     max_shift: int = 2
     loss: str = "ce"
     label_smoothing: float = 0.0
+    kl_data_size: int = 0
+    kl_warmup_epochs: int = 0
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     gamma_schedule: GammaScheduleConfig = field(default_factory=GammaScheduleConfig)
 
@@ -184,6 +207,11 @@ class ModelConfig:
         'batch', the official code's).
     activation_placement: WRN only: 'all' activations, or 'blocks' (the two of
         every residual block; the final one stays ReLU: k-WTA's placement).
+    seed: the training seed of this model (-1: the study's ``seed``).
+    replicate_of: the name of an earlier model of the profile that this one
+        repeats with another ``seed`` (every other field equal); tables show
+        every seed of a recipe and their mean +- sd, and a claim about the
+        recipe is decided on every seed.
     init_from: name of another model of the profile (trained by the same or
         an earlier notebook) whose weights initialise this one (fine-tuning;
         the k-WTA incremental schedule starts from the gamma = 0.2 model).
@@ -210,6 +238,8 @@ class ModelConfig:
     head_options: dict[str, Any] = field(default_factory=dict)
     activation_placement: str = "all"
     input_normalization: bool = True
+    seed: int = -1
+    replicate_of: str = ""
     init_from: str = ""
     stage: str = "baseline"
     label: str = ""
@@ -304,8 +334,9 @@ class EvalConfig:
     batch_size: examples per attack batch.
     headline_eps: the eps of the summary table (pixel units).
     draws: forward passes per evaluated input for models with stochastic
-        layers (accuracy reported as mean, sd and worst of the draws);
-        deterministic models are evaluated once.
+        layers, from the evaluation's own generator (an example is robust
+        when it is classified correctly in every draw; the mean over draws
+        is reported beside it); deterministic models are evaluated once.
     standard_attack: the id of the standard, non-adaptive attack of the
         headline table (evaluated at headline_eps).
     example_attacks: ids of the attacks whose adversarial examples at
@@ -314,6 +345,14 @@ class EvalConfig:
     n_saved_examples: how many of the first test examples are kept per
         attack (``results/examples_<name>.npz``, float16 pixels); 0 keeps none.
     attacks: see :class:`AttackConfig`.
+    cascade: the ids of the attacks (of ``attacks``) that form the adaptive
+        suite, in order: run as a cascade at ``headline_eps``, each on the
+        examples still robust after the previous ones, the strongest
+        perturbation kept per example (``lwta_utils.evaluation.cascade``);
+        the last step is the per-example worst case. The other attacks run
+        on their own at each of their eps.
+    channels_last: evaluate in the channels-last memory format (faster
+        convolutions on the CPU; the same numbers up to float rounding).
     sanity: see :class:`SanityConfig`.
     """
 
@@ -325,6 +364,8 @@ class EvalConfig:
     example_attacks: list[str] = field(default_factory=lambda: ["fgsm", "pgd_linf", "cw_l2"])
     n_saved_examples: int = 32
     attacks: list[AttackConfig] = field(default_factory=list)
+    cascade: list[str] = field(default_factory=list)
+    channels_last: bool = False
     sanity: SanityConfig = field(default_factory=SanityConfig)
 
 
@@ -365,6 +406,78 @@ class ReportConfig:
     robust_floor: float = 0.05
     probability_attacks: list[str] = field(default_factory=lambda: ["fgsm", "pgd_linf", "pgd_s001", "cw_l2"])
     probes: ProbeConfig = field(default_factory=ProbeConfig)
+
+
+def _authors_attack() -> AttackConfig:
+    return AttackConfig(name="pgd_linf", id="pgd20_authors", label="PGD, the authors' setting (relaxed gradient)",
+                        eps=[8 / 255], steps=20, step_size=2 / 255, random_start=True, gradient="model")
+
+
+@dataclass
+class ReleasedConfig:
+    """The LWTA authors' released CIFAR-10 checkpoint (a WideResNet-34-1 with stochastic LWTA, trained
+    with PGD-AT) under the study's attacks: the chain step ``06_released_checkpoint``
+    (``lwta_utils.pipeline.released``). Its records are ``results/eval_<name>.json`` like any model's.
+
+    run: run the step (false: it writes nothing and says so).
+    name: the model name of its records and files (``results/eval_<name>.json``).
+    label: display name in tables and figures.
+    root: folder holding ``checkpoint`` and ``images``, relative to the repository root (nothing
+        is copied into the repository).
+    fetch: where a file is in neither ``root`` nor ``fetch_root``, fetch it into ``fetch_root``:
+        the checkpoint from ``checkpoint_url``, the images from the CIFAR-10 test batch through the
+        project's CIFAR-10 reader (files under ``fetch_root``, downloaded by torchvision). Without
+        the network the step skips with one message saying which files to put where.
+    fetch_root: where fetched files go, relative to the repository root (``data/`` is not tracked).
+    checkpoint / checkpoint_md5: the checkpoint's file name and md5 (hex).
+    checkpoint_url: its public URL (the authors' repository,
+        ``model-cifar-wideResNet/ckpt.pt``).
+    images / images_md5: the images' file name (npz: ``x`` uint8 (N, 3, 32, 32) RGB, ``y`` int64)
+        and the md5 of that file.
+    images_content_md5: md5 of the bytes of the first 1,000 CIFAR-10 test images and labels
+        (``x`` then ``y``, as in the npz): checks images read from the CIFAR-10 files.
+    n_images: images evaluated: this prefix of the 1,000 (file order of the CIFAR-10 test batch).
+    batch_size: images per batch.
+    draws: forward passes per clean image (clean accuracy as mean +- sd over draws; >= 20 for the
+        authors' setting).
+    attack_draws: forward passes per attacked image, for every attack (mean over draws, sd, and
+        the share of images correct in every draw).
+    eps: the threat model's Linf radius in pixel units (8/255): the per-image worst case over the
+        attacks and the kept adversarial examples are taken at it.
+    authors_attack: the authors' kind of attack, run first: PGD-20, eps 8/255, step 2/255, random
+        start, the model's own (relaxed) gradient, model in eval mode.
+    attacks: the attack suite (entries as ``eval.attacks``; ``n_examples`` a prefix of ``n_images``).
+    n_gradients: images of the two-pass input-gradient cosines (relaxed and straight-through).
+    n_saved_examples: images whose adversarial examples are kept for the grid (``results/examples_<name>.npz``).
+    example_attacks: the attack ids whose adversarial examples at ``eps`` are kept (ids not run are skipped).
+    reported: the authors' own numbers for this checkpoint, in percent, by the id of our record that
+        measures the same thing ('none': clean), shown beside ours (sources: docs/released_checkpoint.md).
+    """
+
+    run: bool = False
+    name: str = "lwta_wrn34_1_released"
+    label: str = "LWTA WRN-34-1 (authors' checkpoint, PGD-AT)"
+    root: str = "../shared/released"
+    fetch: bool = True
+    fetch_root: str = "data/released"
+    checkpoint: str = "lwta_wrn34_1_cifar10_released.pt"
+    checkpoint_md5: str = "13205914a8611b0049a926b56b0aef3d"
+    checkpoint_url: str = ("https://raw.githubusercontent.com/konpanousis/Adversarial-LWTA-AutoAttack/"
+                           "7978169f3dcf6764a0d666482d416afdb5b98b70/model-cifar-wideResNet/ckpt.pt")
+    images: str = "cifar10_test_first1000.npz"
+    images_md5: str = "da1ec34c73aaefa481e65e8faac5a14b"
+    images_content_md5: str = "9ff9aba0b41b7fc874e9e5196fb41755"
+    n_images: int = 1000
+    batch_size: int = 250
+    draws: int = 20
+    attack_draws: int = 5
+    eps: float = 8 / 255
+    authors_attack: AttackConfig = field(default_factory=_authors_attack)
+    attacks: list[AttackConfig] = field(default_factory=list)
+    n_gradients: int = 200
+    n_saved_examples: int = 32
+    example_attacks: list[str] = field(default_factory=lambda: ["pgd20_authors", "pgd20_st"])
+    reported: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -427,7 +540,7 @@ MIXED_SLOTS = ("noise", "fgsm", "pgd", "cw", "clean", "clean", "clean", "clean")
 MIXED_BRANCHES = tuple(dict.fromkeys(b for b in MIXED_SLOTS if b != "clean"))
 
 
-SELECT_METRICS = ("clean", "pgd")
+SELECT_METRICS = ("clean", "pgd", "elbo")
 
 
 LOSSES = ("ce", "elbo", "wca")
@@ -463,7 +576,9 @@ class ChainStep:
     """One notebook of the chain: ``notebooks/<notebook>.ipynb``, the ``stage`` of the models it
     trains ('' = none: every model's ``stage`` names the step that trains it), what it does, and its
     role: 'train' (writes checkpoints), 'evaluate' (reads every checkpoint, writes the evaluation
-    records), 'analyse' (reads the records, writes the findings the report opens with) or ''."""
+    records), 'standalone' (evaluates a model from outside the study, a released checkpoint: needs no
+    other step's files and no step needs its own), 'analyse' (reads the records, writes the findings
+    the report opens with) or ''."""
 
     notebook: str
     stage: str
@@ -478,6 +593,7 @@ CHAIN = (
     ChainStep("03_kwta", "kwta_wca", "k-WTA and weight-covariance alignment", "train"),
     ChainStep("04_adversarial_training", "adversarial_training", "adversarially trained models", "train"),
     ChainStep("05_attacks", "", "the attack suite", "evaluate"),
+    ChainStep("06_released_checkpoint", "", "the LWTA authors' released CIFAR-10 checkpoint", "standalone"),
     ChainStep("07_analysis", "", "claims, tables, figures", "analyse"),
 )
 NOTEBOOKS = tuple(step.notebook for step in CHAIN)
@@ -487,7 +603,7 @@ EVALUATE_NOTEBOOK = next(step.notebook for step in CHAIN if step.role == "evalua
 ANALYSE_NOTEBOOK = next(step.notebook for step in CHAIN if step.role == "analyse")
 
 
-UNHASHED_MODEL_FIELDS = ("label", "stage")  # where a model is shown and which notebook trains it: not its weights
+UNHASHED_MODEL_FIELDS = ("label", "stage", "replicate_of", "seed")  # not its weights (the seed is hashed as the effective one)
 
 
 @dataclass
@@ -501,6 +617,7 @@ class StudyConfig:
     out_dir: where models/, results/, figures/ and reports/ are written,
         relative to the repository root ('.' = the repository itself).
     compute: see :class:`ComputeConfig` (speed options of training).
+    released: see :class:`ReleasedConfig` (the LWTA authors' released checkpoint).
     """
 
     profile: str = "default"
@@ -513,6 +630,7 @@ class StudyConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
+    released: ReleasedConfig = field(default_factory=ReleasedConfig)
 
     # -- derived paths -------------------------------------------------------
     @property
@@ -538,11 +656,21 @@ class StudyConfig:
     def label(self, name: str) -> str:
         return self.models[name].label or name
 
+    def model_seed(self, name: str) -> int:
+        """The training seed of model ``name`` (its own ``seed``, else the study's)."""
+        return self.seed if self.models[name].seed < 0 else self.models[name].seed
+
+    def replicates(self, name: str) -> list[str]:
+        """Every model that trains ``name``'s recipe (``name`` or what it replicates, then its replicates),
+        in profile order."""
+        root = self.models[name].replicate_of or name
+        return [n for n, m in self.models.items() if n == root or m.replicate_of == root]
+
     def model_hash(self, name: str) -> str:
         """Hash of everything a model's checkpoint depends on."""
         model = {k: v for k, v in dataclasses.asdict(self.models[name]).items() if k not in UNHASHED_MODEL_FIELDS}
         payload = {"model": model,
-                   "data": dataclasses.asdict(self.data), "seed": self.seed}
+                   "data": dataclasses.asdict(self.data), "seed": self.model_seed(name)}
         if self.compute.amp != "none":  # the only compute option that changes the numbers
             payload["amp"] = self.compute.amp
         if self.models[name].init_from:  # a fine-tuned model depends on its starting point

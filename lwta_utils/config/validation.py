@@ -29,6 +29,7 @@ from lwta_utils.config.schema import (
     AdversarialConfig,
     AttackConfig,
     ComputeConfig,
+    ReleasedConfig,
     StudyConfig,
     TrainConfig,
 )
@@ -78,6 +79,21 @@ def validate(cfg: StudyConfig) -> None:
             raise bad(f"{p}.train.loss", "wca", f"the WCA loss needs head 'wca' (got {m.head!r})")
         if m.train.weight_decay_scope == "wca" and m.head != "wca":
             raise bad(f"{p}.train.weight_decay_scope", "wca", f"needs head 'wca' (got {m.head!r})")
+        check_range(f"{p}.seed", m.seed, -1, 2**32 - 1, integer=True)
+        if m.replicate_of:
+            names = list(cfg.models)
+            if m.replicate_of not in names or names.index(m.replicate_of) >= names.index(name):
+                raise bad(f"{p}.replicate_of", m.replicate_of, "name a model defined earlier in the profile")
+            src = cfg.models[m.replicate_of]
+            if src.replicate_of:
+                raise bad(f"{p}.replicate_of", m.replicate_of, f"name the original recipe ({src.replicate_of!r})")
+            ignore = {"label", "seed", "replicate_of"}
+            diff = [k for k in dataclasses.asdict(m) if k not in ignore
+                    and dataclasses.asdict(m)[k] != dataclasses.asdict(src)[k]]
+            if diff:
+                raise bad(f"{p}.replicate_of", m.replicate_of, f"a replicate differs only in its seed (differs in {diff})")
+            if cfg.model_seed(name) in [cfg.model_seed(r) for r in cfg.replicates(m.replicate_of) if r != name]:
+                raise bad(f"{p}.seed", m.seed, "give each replicate its own seed")
         if m.init_from:
             names = list(cfg.models)
             if m.init_from not in names or names.index(m.init_from) >= names.index(name):
@@ -117,13 +133,66 @@ def validate(cfg: StudyConfig) -> None:
         validate_attack(f"eval.attacks[{i}]", atk, cfg)
         if atk.key in keys[:i]:
             raise bad(f"eval.attacks[{i}].id", atk.key, "ids must be unique: give each entry of the same attack an id")
+    for i, key in enumerate(e.cascade):
+        check_choice(f"eval.cascade[{i}]", key, keys)
+        atk = e.attacks[keys.index(key)]
+        if atk.eps != [e.headline_eps]:
+            raise bad(f"eval.cascade[{i}]", key, f"a cascade attack runs at the headline eps only: give it "
+                      f"eps [{e.headline_eps:g}] (it has {atk.eps})")
+        if ATTACKS[atk.name].norm != "linf" or atk.options.get("norm", "linf") != "linf":
+            raise bad(f"eval.cascade[{i}]", key, "the cascade is a Linf suite")
+        if key in e.cascade[:i]:
+            raise bad(f"eval.cascade[{i}]", key, "each attack once")
     if e.attacks and e.standard_attack not in keys:
         raise bad("eval.standard_attack", e.standard_attack, f"must be one of the attacks' ids: {', '.join(keys)}")
+    validate_released("released", cfg.released, cfg)
     if cfg.report.reference:
         check_choice("report.reference", cfg.report.reference, cfg.models)
     for group, names in cfg.report.groups.items():
         for j, name in enumerate(names):
             check_choice(f"report.groups.{group}[{j}]", name, cfg.models)
+
+
+def validate_released(p: str, r: ReleasedConfig, cfg: StudyConfig) -> None:
+    """Checks of the released-checkpoint step's section (``ReleasedConfig``)."""
+    for name in ("run", "fetch"):
+        if not isinstance(getattr(r, name), bool):
+            raise bad(f"{p}.{name}", getattr(r, name), "must be true or false")
+    if not r.name.replace("_", "").isalnum():
+        raise bad(f"{p}.name", r.name, "letters, digits and '_' only (it names results/eval_<name>.json)")
+    if r.name in cfg.models:
+        raise bad(f"{p}.name", r.name, "is a model of the profile; give the released checkpoint its own name")
+    for name in ("root", "fetch_root", "checkpoint", "images"):
+        if not getattr(r, name):
+            raise bad(f"{p}.{name}", getattr(r, name), "give a path")
+    for name in ("checkpoint_md5", "images_md5", "images_content_md5"):
+        value = getattr(r, name)
+        if len(value) != 32 or any(ch not in "0123456789abcdef" for ch in value):
+            raise bad(f"{p}.{name}", value, "an md5 sum: 32 lower-case hex digits")
+    if not r.checkpoint_url.startswith(("https://", "http://", "file://")):
+        raise bad(f"{p}.checkpoint_url", r.checkpoint_url, "an https://, http:// or file:// URL")
+    check_range(f"{p}.n_images", r.n_images, 1, 1000, integer=True)
+    check_range(f"{p}.batch_size", r.batch_size, 1, integer=True)
+    check_range(f"{p}.draws", r.draws, 2, 1000, integer=True)
+    check_range(f"{p}.attack_draws", r.attack_draws, 1, 1000, integer=True)
+    check_range(f"{p}.eps", r.eps, 0.0, 1.0)
+    check_range(f"{p}.n_gradients", r.n_gradients, 1, r.n_images, integer=True)
+    check_range(f"{p}.n_saved_examples", r.n_saved_examples, 0, r.n_images, integer=True)
+    entries = [(f"{p}.authors_attack", r.authors_attack)] + [(f"{p}.attacks[{i}]", a) for i, a in enumerate(r.attacks)]
+    keys: list[str] = []
+    for q, atk in entries:
+        if ATTACKS.lookup(f"{q}.name", atk.name).needs_surrogate:
+            raise bad(f"{q}.name", atk.name, "the profile has no CIFAR-10 surrogate model: no transfer attack here")
+        if atk.models:
+            raise bad(f"{q}.models", atk.models, "the released checkpoint is not a model of the profile: leave empty")
+        validate_attack(q, atk, cfg)
+        check_range(f"{q}.n_examples", atk.n_examples, 0, r.n_images, integer=True)
+        if atk.key in keys or atk.key == "none":
+            raise bad(f"{q}.id", atk.key, "ids must be unique (and not 'none'): give each entry its own id")
+        keys.append(atk.key)
+    for key, value in r.reported.items():
+        check_choice(f"{p}.reported.{key}", key, ["none", *keys])
+        check_range(f"{p}.reported.{key}", value, 0.0, 100.0)
 
 
 def validate_attack(p: str, atk: AttackConfig, cfg: StudyConfig) -> None:
@@ -196,6 +265,17 @@ def validate_train(p: str, t: TrainConfig) -> None:
     validate_adversarial(f"{p}.adversarial", t.adversarial)
     if t.select_metric == "pgd" and t.adversarial.method == "none":
         raise bad(f"{p}.select_metric", "pgd", "'pgd' selection needs an adversarial.method")
+    check_range(f"{p}.patience", t.patience, 0, integer=True)
+    check_range(f"{p}.kl_data_size", t.kl_data_size, 0, integer=True)
+    check_range(f"{p}.kl_warmup_epochs", t.kl_warmup_epochs, 0, integer=True)
+    elbo_only = {"select_metric": t.select_metric == "elbo", "kl_data_size": t.kl_data_size > 0,
+                 "kl_warmup_epochs": t.kl_warmup_epochs > 0}
+    for name, used in elbo_only.items():
+        if used and t.loss != "elbo":
+            raise bad(f"{p}.{name}", getattr(t, name), f"only the ELBO has a KL term (loss 'elbo', not {t.loss!r})")
+    if t.kl_warmup_epochs and t.kl_warmup_epochs >= t.epochs:
+        raise bad(f"{p}.kl_warmup_epochs", t.kl_warmup_epochs,
+                  f"fewer than the {t.epochs} epochs: selection needs at least one epoch at the full KL weight")
 
 
 def validate_compute(p: str, c: ComputeConfig) -> None:
@@ -214,6 +294,8 @@ def validate_adversarial(p: str, a: AdversarialConfig) -> None:
     check_range(f"{p}.step_size", a.step_size, 0.0, 1.0)
     check_range(f"{p}.steps", a.steps, 1, integer=True)
     check_range(f"{p}.eps_warmup_epochs", a.eps_warmup_epochs, 0, integer=True)
+    check_choice(f"{p}.gradient", a.gradient, GRADIENT_MODES)
+    check_range(f"{p}.eot_samples", a.eot_samples, 1, integer=True)
     check_choice(f"{p}.label", a.label, ATTACK_LABELS)
     check_range(f"{p}.clean_weight", a.clean_weight, 0.0, 1.0)
     check_range(f"{p}.clean_epochs", a.clean_epochs, 0, integer=True)

@@ -26,7 +26,7 @@ class Schema:
 
 
 SCHEMAS: dict[str, Schema] = {
-    "evaluation": Schema(4, ("config_hash", "records"), "results/eval_<model>.json: one record per (attack, eps)"),
+    "evaluation": Schema(5, ("config_hash", "records"), "results/eval_<model>.json: one record per (attack, eps)"),
     "sanity": Schema(1, ("model", "checks", "flags", "gradients"), "results/sanity_<model>.json: sanity checks"),
     "training": Schema(1, ("model", "config_hash", "history"), "results/train_<model>.json: training history"),
     "data_split": Schema(1, ("dataset", "class_counts"), "results/data_split.json: the split"),
@@ -39,6 +39,14 @@ SCHEMAS: dict[str, Schema] = {
     "wca_heads": Schema(1, ("rows",), "results/wca_heads.json: learned WCA covariances"),
     "benchmark": Schema(1, ("results",), "results/bench_<name>.json: a benchmark's measured times and ratios"),
     "chain_timing": Schema(1, ("profile", "notebooks"), "results/chain_timing.json: wall time per notebook"),
+    "released_checkpoint": Schema(1, ("model", "config_hash", "files", "loading", "clean_draws", "gradients", "timing"),
+                                  "results/released_checkpoint.json: the LWTA authors' released checkpoint: its files, "
+                                  "loading, clean draws, gradient cosines, wall time"),
+    "ibp_compression": Schema(1, ("rows", "per_layer", "sweep", "sticks"),
+                              "results/ibp_compression.json: IBP active indicators, compression, accuracy, sticks"),
+    "progress": Schema(1, ("status", "bars", "tallies"), "<out>/.chain-run/progress.json: what a chain's kernel runs now"),
+    "robustbench": Schema(1, ("threat_model", "eps", "clean_acc", "robust_acc"),
+                          "results/robustbench_<model>.json: a model's headline, RobustBench-style"),
 }
 
 

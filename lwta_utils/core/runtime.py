@@ -9,6 +9,8 @@ import torch
 
 from lwta_utils.core.errors import bad
 
+MAX_PASS = 512  # images per forward pass when several draws of a batch are stacked (memory, cache size)
+
 
 def get_device(name: str = "auto") -> torch.device:
     """'auto' -> CUDA when present, else CPU; 'cuda' without a GPU is an error."""

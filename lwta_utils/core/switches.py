@@ -12,18 +12,28 @@ Attack libraries call ``model.eval()``; nothing here depends on it.
 """
 from __future__ import annotations
 
+import hashlib
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+import torch
 from torch import nn
 
 from lwta_utils.core.errors import bad
 
 
 class Switchable:
-    """Mixin: ``SWITCHES`` maps each switch (an attribute) to its allowed values."""
+    """Mixin: ``SWITCHES`` maps each switch (an attribute) to its allowed values.
+
+    A layer that draws randomness keeps an attribute ``generator`` (None: torch's global
+    generator) from which it draws (:func:`noise_from` sets it for a block), and declares with
+    ``per_example_noise`` whether every example of a batch gets its own independent draw (then
+    several draws of one input can be stacked along the batch dimension: ``batched_draws_ok``).
+    """
 
     SWITCHES: dict[str, tuple] = {}
+    generator = None
+    per_example_noise = True
 
 
 def switchable_layers(model: nn.Module) -> list[nn.Module]:
@@ -46,6 +56,36 @@ def get_switches(model: nn.Module) -> list[tuple[nn.Module, dict[str, Any]]]:
 def is_stochastic(model: nn.Module) -> bool:
     """Whether some layer of ``model`` draws fresh randomness on every forward pass now."""
     return any(v.get("stochastic", False) for _, v in get_switches(model))
+
+
+def batched_draws_ok(model: nn.Module) -> bool:
+    """Whether k draws of a batch can run as one pass on the batch repeated k times: every layer
+    that draws randomness now draws it independently per example (LWTA: per example, block and
+    position); a layer whose noise is shared by the batch (PNI's weight noise, the official WCA
+    head's batch-shared noise, a noise scale from batch statistics) must be run once per draw."""
+    return all(m.per_example_noise for m in switchable_layers(model) if getattr(m, "stochastic", False))
+
+
+@contextmanager
+def noise_from(model: nn.Module, generator: torch.Generator | None) -> Iterator[nn.Module]:
+    """Every stochastic layer of ``model`` draws from ``generator`` inside the block (None: torch's
+    global generator); the previous generators come back after it. Evaluation draws and an
+    attack's own randomness use two such streams, so that neither replays the other's noise."""
+    saved = [(m, m.generator) for m in switchable_layers(model)]
+    for m, _ in saved:
+        m.generator = generator
+    try:
+        yield model
+    finally:
+        for m, g in saved:
+            m.generator = g
+
+
+def stream(seed: int, *purpose) -> torch.Generator:
+    """A CPU generator for one purpose of a run, independent of every other purpose's: seeded with
+    a hash of (``seed``, ``purpose``...), e.g. ``stream(0, "eval", "pgd_linf", 0.3)``."""
+    digest = hashlib.sha256(repr((int(seed),) + tuple(str(p) for p in purpose)).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
 def _check(model: nn.Module, settings: dict[str, Any]) -> None:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lwta_utils.core.errors import bad, check_range
-from lwta_utils.core.switches import Switchable
+from lwta_utils.core.switches import Switchable, maybe_switches
 from lwta_utils.defenses.lwta import LWTA, PHASES
 from lwta_utils.defenses.lwta_kernels import uniform
 
@@ -105,6 +105,12 @@ class IBPGate(nn.Module, Switchable):
     def extra_repr(self) -> str:
         return f"K={self.K}, J={self.J}, U={self.U}, kind={self.kind}, alpha={self.alpha:g}"
 
+    @property
+    def per_example_noise(self) -> bool:
+        """At test time the indicators are thresholded probabilities (no noise); in training one
+        draw of z per forward pass is shared by the batch."""
+        return self.phase == "test"
+
     def probs(self) -> torch.Tensor:
         """q(z = 1), shape (K, J)."""
         return torch.sigmoid(self.t)
@@ -124,15 +130,30 @@ class IBPGate(nn.Module, Switchable):
         z = self.z().repeat_interleave(self.U, dim=0)            # (K U, J)
         return z.view(z.shape[0], *([1] * (weight.dim() - 1))) if self.J == 1 else z
 
-    def kl_divergence(self) -> torch.Tensor:
-        """KL of the sticks (closed form) + KL of z given a fresh draw of the sticks."""
+    def kl_divergence(self, draws: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
+        """KL of the sticks (closed form) + KL of z given the sticks, averaged over ``draws`` fresh
+        draws of the sticks (1 in training: an unbiased estimate; more: a steadier validation ELBO).
+        ``generator``: the draws' generator (default: the gate's)."""
         a, b = F.softplus(self.a_raw), F.softplus(self.b_raw)
-        pi = torch.cumprod(kumaraswamy_sample(a, b, self.generator), 0)   # (K,)
-        return kl_kumaraswamy_beta(a, b, self.alpha).sum() + kl_bernoulli(self.probs(), pi.view(-1, 1)).sum()
+        u = kumaraswamy_sample(a.expand(draws, -1), b.expand(draws, -1), generator or self.generator)
+        pi = torch.cumprod(u, 1)                                           # (draws, K)
+        kl_z = kl_bernoulli(self.probs().unsqueeze(0), pi.unsqueeze(2)).sum((1, 2)).mean()
+        return kl_kumaraswamy_beta(a, b, self.alpha).sum() + kl_z
+
+    def prior_probs(self) -> torch.Tensor:
+        """The learned stick-breaking probabilities E_q[pi_k] = prod_{i<=k} E_q[u_i], shape (K,)
+        (the sticks are independent; E Kumaraswamy(a, b) = b B(1 + 1/a, b))."""
+        a, b = F.softplus(self.a_raw), F.softplus(self.b_raw)
+        mean_u = torch.exp(torch.log(b) + torch.lgamma(1 + 1 / a) + torch.lgamma(b) - torch.lgamma(1 + 1 / a + b))
+        return torch.cumprod(mean_u, 0)
+
+    def active_mask(self) -> torch.Tensor:
+        """Which indicators are kept at test time (q > threshold), boolean, shape (K, J)."""
+        return self.probs() > self.threshold
 
     def active_share(self) -> float:
         """Share of indicators kept at test time (q > threshold)."""
-        return (self.probs() > self.threshold).float().mean().item()
+        return self.active_mask().float().mean().item()
 
 
 class IBPLinear(nn.Linear):
@@ -161,6 +182,42 @@ class IBPConv2d(nn.Conv2d):
 
     def forward(self, x):
         return self._conv_forward(x, self.weight * self.gate.weight_mask(self.weight), self.bias)
+
+
+def gated_layers(model: nn.Module) -> list[tuple[str, IBPLinear | IBPConv2d]]:
+    """(name, layer) of every weight layer with IBP utility indicators, in forward order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, (IBPLinear, IBPConv2d))]
+
+
+def kept_weights(layer: IBPLinear | IBPConv2d) -> tuple[int, int]:
+    """(weights kept, weights) of a gated layer at test time: a weight is dropped when the
+    indicator that multiplies it is below the threshold (biases are not gated and not counted)."""
+    gate, w = layer.gate, layer.weight
+    keep = gate.active_mask().repeat_interleave(gate.U, dim=0)            # (K U, J)
+    keep = keep.view(keep.shape[0], *([1] * (w.dim() - 1))) if gate.J == 1 else keep
+    return int(keep.expand_as(w).sum()), w.numel()
+
+
+def gate_kl(model: nn.Module, draws: int = 1, generator: torch.Generator | None = None) -> torch.Tensor | None:
+    """The KL terms of the model's IBP gates (sticks and indicators: they do not depend on the
+    input), each averaged over ``draws`` draws of the sticks; None without gates."""
+    terms = [m.kl_divergence(draws, generator) for m in model.modules() if isinstance(m, IBPGate)]
+    return torch.stack(terms).sum() if terms else None
+
+
+@torch.no_grad()
+def elbo_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> tuple[float, float]:
+    """(sum of the cross-entropies, sum of the winners' KL terms) over the examples ``x``, in the
+    model's current phase (the terms of the ELBO that depend on the input)."""
+    dev = next(model.parameters()).device
+    ce = kl = 0.0
+    with maybe_switches(model, track_kl=True):
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i:i + batch_size].to(dev), y[i:i + batch_size].to(dev)
+            ce += float(F.cross_entropy(model(xb).float(), yb, reduction="sum"))
+            terms = [m.kl for m in model.modules() if isinstance(m, LWTA) and m.kl is not None]
+            kl += float(sum(terms)) * len(yb) if terms else 0.0          # each LWTA kl: mean over the batch
+    return ce, kl
 
 
 def model_kl(model: nn.Module) -> torch.Tensor | None:

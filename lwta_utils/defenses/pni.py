@@ -35,17 +35,19 @@ def _alpha(channels: int, ndim: int, granularity: str, alpha_init: float) -> nn.
     return nn.Parameter(torch.full(shape, float(alpha_init)))
 
 
-def weight_noise(w: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """w + alpha * N(0, std(w)^2), the std taken without gradient."""
+def weight_noise(w: torch.Tensor, alpha: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """w + alpha * N(0, std(w)^2), the std taken without gradient; the noise from ``generator``
+    (None: torch's global generator)."""
     with torch.no_grad():
         std = w.std()
-    return w + alpha * torch.randn_like(w) * std
+    return w + alpha * torch.randn(w.shape, generator=generator, dtype=w.dtype, device=w.device) * std
 
 
 class PNIConv2d(nn.Conv2d, Switchable):
     """``nn.Conv2d`` whose weight carries parametric Gaussian noise (PNI-W)."""
 
     SWITCHES = {"stochastic": (True, False)}
+    per_example_noise = False  # one weight noise per forward pass, shared by the batch
 
     def __init__(self, *args, granularity: str = "channel", alpha_init: float = ALPHA_INIT, **kwargs):
         super().__init__(*args, **kwargs)
@@ -53,7 +55,7 @@ class PNIConv2d(nn.Conv2d, Switchable):
         self.stochastic = True
 
     def forward(self, x):
-        w = weight_noise(self.weight, self.alpha) if self.stochastic else self.weight
+        w = weight_noise(self.weight, self.alpha, self.generator) if self.stochastic else self.weight
         return self._conv_forward(x, w, self.bias)
 
 
@@ -61,6 +63,7 @@ class PNILinear(nn.Linear, Switchable):
     """``nn.Linear`` whose weight carries parametric Gaussian noise (PNI-W)."""
 
     SWITCHES = {"stochastic": (True, False)}
+    per_example_noise = False  # one weight noise per forward pass, shared by the batch
 
     def __init__(self, *args, granularity: str = "channel", alpha_init: float = ALPHA_INIT, **kwargs):
         super().__init__(*args, **kwargs)
@@ -68,7 +71,7 @@ class PNILinear(nn.Linear, Switchable):
         self.stochastic = True
 
     def forward(self, x):
-        w = weight_noise(self.weight, self.alpha) if self.stochastic else self.weight
+        w = weight_noise(self.weight, self.alpha, self.generator) if self.stochastic else self.weight
         return F.linear(x, w, self.bias)
 
 
@@ -76,6 +79,7 @@ class NoiseInjection(nn.Module, Switchable):
     """Activation noise: x + alpha * N(0, std(x)^2), alpha learnable (scalar, or per channel)."""
 
     SWITCHES = {"stochastic": (True, False)}
+    per_example_noise = False  # its scale is the std of the whole batch
 
     def __init__(self, channels: int, granularity: str = "layer", alpha_init: float = ALPHA_INIT):
         super().__init__()
@@ -88,7 +92,7 @@ class NoiseInjection(nn.Module, Switchable):
         with torch.no_grad():
             std = x.std()
         alpha = self.alpha.view(1, -1, *([1] * (x.ndim - 2))) if self.alpha.ndim else self.alpha
-        return x + alpha * torch.randn_like(x) * std
+        return x + alpha * torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=x.device) * std
 
     def extra_repr(self) -> str:
         return f"alpha shape={tuple(self.alpha.shape)}"

@@ -43,9 +43,13 @@ class WCAHead(nn.Module, Switchable):
         h = F.relu(self.fc1(x))
         if self.stochastic:
             rows = 1 if self.noise_sharing == "batch" else h.shape[0]
-            z = torch.randn(rows, h.shape[1], device=h.device, dtype=h.dtype) @ self.L.t()
+            z = torch.randn(rows, h.shape[1], generator=self.generator, device=h.device, dtype=h.dtype) @ self.L.t()
             h = h + z
         return self.fc(h)
+
+    @property
+    def per_example_noise(self) -> bool:
+        return self.noise_sharing == "example"
 
     def covariance(self) -> torch.Tensor:
         return self.L @ self.L.t()

@@ -29,7 +29,7 @@ from torch import nn
 
 from lwta_utils.attacks.gradients import input_gradient
 from lwta_utils.core.modes import eval_mode
-from lwta_utils.evaluation.records import Record
+from lwta_utils.evaluation.records import Record, record_key
 
 VARY = ("steps", "eot_samples")
 
@@ -66,12 +66,8 @@ def _tol(tol: float, n: int) -> float:
     return max(tol, 2.0 / n)
 
 
-def _key(r: Record) -> str:
-    return "none@0" if r.attack == "none" else f"{r.attack}@{r.eps:g}"
-
-
 def _pair_acc(correct: dict, a: Record, b: Record) -> tuple[float, float, int]:
-    ka, kb = _key(a), _key(b)
+    ka, kb = record_key(a), record_key(b)
     n = min(correct[ka].shape[1], correct[kb].shape[1])
     return _acc(correct[ka], n), _acc(correct[kb], n), n
 
@@ -85,7 +81,8 @@ def sanity_checks(records: list[Record], correct: dict, grads: dict, cfg) -> dic
     ``{"checks": [...], "flags": [...], "gradients": grads}``; each check has
     'check', 'passed', 'detail' and, when failed, a short 'flag'."""
     tol = cfg.tolerance
-    atk = [r for r in records if r.attack not in ("none", "worst_case")]
+    atk = [r for r in records if r.attack not in ("none", "worst_case") and not r.cascade_step]
+    steps = [r for r in records if r.cascade_step]
     clean = next(r for r in records if r.attack == "none")
     checks = []
 
@@ -143,7 +140,15 @@ def sanity_checks(records: list[Record], correct: dict, grads: dict, cfg) -> dic
             acc_w, acc_b, n = _pair_acc(correct, best_white, b)
             if acc_b < acc_w - _tol(tol, n):
                 bad.append(f"{b.attack} {100 * acc_b:.1f}% < {best_white.attack} {100 * acc_w:.1f}% at eps {eps:g} on {n}")
-    if any(r.kind in ("black-box", "transfer") for r in atk):
+    # in the cascade: a black-box or transfer step that fools examples every white-box step before it left
+    white_before = False
+    for r in steps:
+        white_before |= r.kind == "white-box"
+        fooled = r.attack_params.get("n_fooled", 0)
+        if r.kind in ("black-box", "transfer") and white_before and fooled > _tol(tol, r.n_examples) * r.n_examples:
+            bad.append(f"{r.attack} fooled {fooled} of the {r.n_attacked} examples the white-box attacks before it "
+                       f"left (of {r.n_examples})")
+    if any(r.kind in ("black-box", "transfer") for r in atk + steps):
         checks.append(_check("black-box and transfer do not beat white-box", not bad,
                              "; ".join(bad) or "the best white-box attack is at least as strong",
                              "black-box beats white-box"))

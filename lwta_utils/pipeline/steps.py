@@ -26,7 +26,9 @@ from lwta_utils.core.distributed import (
 from lwta_utils.core.errors import bad, check_choice
 from lwta_utils.core.fileio import atomic_path
 from lwta_utils.core.jsonfiles import write_versioned
+from lwta_utils.core.modes import memory_format
 from lwta_utils.core.paths import display_path
+from lwta_utils.core.progress import status, tally
 from lwta_utils.core.provenance import provenance
 from lwta_utils.core.runtime import get_device, seed_everything, set_threads
 from lwta_utils.data.splits import Splits
@@ -107,9 +109,11 @@ def train_stage(cfg: StudyConfig, stage: str, splits: Splits, *, reuse: bool = F
         ckpt = read_checkpoint(path) if reuse and path.is_file() else None
         if ckpt is not None and ckpt.get("config_hash") == chash:
             say(f"{name}: reusing {display_path(path)} (configuration hash {chash} matches)")
+            tally("checkpoints reused")
             rows.append({"model": name, **ckpt["metrics"]})
             continue
-        seed_everything(cfg.seed)
+        seed = cfg.model_seed(name)
+        seed_everything(seed)
         model = build_model(m, splits.info)
         if m.init_from:  # fine-tuning: start from the weights of an earlier model of the profile
             model.load_state_dict(load_trained(cfg, m.init_from, torch.device("cpu"))[0].state_dict())
@@ -117,19 +121,21 @@ def train_stage(cfg: StudyConfig, stage: str, splits: Splits, *, reuse: bool = F
         say(f"{name}: {m.arch} / {m.activation}, {n_params:,} parameters, {training_name(cfg, name)}, "
               f"{m.train.epochs} epochs on {len(splits.y_train)} examples"
               + (f", initialised from {m.init_from}" if m.init_from else ""))
-        res = fit(model, splits, m.train, device=device, seed=cfg.seed, desc=name, compute=cfg.compute, ctx=ctx,
+        status(f"training {name}")
+        res = fit(model, splits, m.train, device=device, seed=seed, desc=name, compute=cfg.compute, ctx=ctx,
                   state_path=state_path(cfg, name), state_key=chash)
         metrics = {"best_epoch": res.best_epoch, "select_metric": res.select_metric,
                    "best_val_metric": res.best_metric, "train_wall_time_s": res.wall_time_s,
                    "n_params": n_params, "processes": ctx.world_size}
         rows.append({"model": name, **metrics})
+        tally("models trained")
         if not ctx.is_main:
             continue
         save_checkpoint(path, model, name=name, model_cfg=m, info=splits.info, config_hash=chash,
-                        metrics=metrics, history=res.history, seed=cfg.seed, profile=cfg.profile)
+                        metrics=metrics, history=res.history, seed=seed, profile=cfg.profile)
         write_versioned(cfg.results_dir / f"train_{name}.json", "training",
                    {"model": name, "label": cfg.label(name), "training": training_name(cfg, name),
-                    "config_hash": chash, **metrics, "history": res.history, "seed": cfg.seed,
+                    "config_hash": chash, **metrics, "history": res.history, "seed": seed,
                     "profile": cfg.profile, "model_config": dataclasses.asdict(m),
                     "compute": dataclasses.asdict(cfg.compute), **provenance()})
         state_path(cfg, name).unlink(missing_ok=True)
@@ -182,15 +188,16 @@ def evaluate_all(cfg: StudyConfig, splits: Splits, names: list[str] | None = Non
                 "training": training_name(cfg, name), "split": "test", "dataset": cfg.data.name,
                 "profile": cfg.profile}
         t0 = time.perf_counter()
-        ev = evaluate_model(model, xs, ys, attacks, batch_size=e.batch_size, seed=cfg.seed, meta=meta,
-                            draws=e.draws, surrogates=surrogates, headline_eps=None if ctx.active else e.headline_eps,
-                            example_attacks=tuple(e.example_attacks), n_saved_examples=e.n_saved_examples,
-                            progress=ctx.is_main)
+        with memory_format(model, e.channels_last):
+            ev = evaluate_model(model, xs, ys, attacks, batch_size=e.batch_size, seed=cfg.seed, meta=meta,
+                                draws=e.draws, surrogates=surrogates, headline_eps=e.headline_eps,
+                                cascade=tuple(e.cascade), example_attacks=tuple(e.example_attacks),
+                                n_saved_examples=e.n_saved_examples, progress=ctx.is_main)
         if ctx.active:
             parts = gather_objects(ev, ctx)
             if not ctx.is_main:
                 continue
-            ev = merge_shards(parts, headline_eps=e.headline_eps, seed=cfg.seed, meta=meta)
+            ev = merge_shards(parts)
         torch.manual_seed(cfg.seed)
         n = min(e.sanity.n_examples, len(x))
         grads = gradient_stats(model, x[:n], y[:n], e.batch_size)

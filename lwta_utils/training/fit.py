@@ -36,6 +36,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from lwta_utils.attacks.gradients import GRADIENT_SWITCHES
 from lwta_utils.attacks.pgd import pgd_linf
 from lwta_utils.attacks.registry import check_inputs
 from lwta_utils.config.schema import ComputeConfig, TrainConfig
@@ -53,10 +54,11 @@ from lwta_utils.core.errors import bad, check_range
 from lwta_utils.core.fileio import atomic_path
 from lwta_utils.core.modes import eval_mode
 from lwta_utils.core.paths import display_path
-from lwta_utils.core.switches import maybe_switches
+from lwta_utils.core.progress import progress_bar, status
+from lwta_utils.core.switches import available_switches, maybe_switches
 from lwta_utils.data.augment import augment_batch
 from lwta_utils.data.splits import Splits
-from lwta_utils.defenses.ibp import has_kl_terms, model_kl
+from lwta_utils.defenses.ibp import elbo_sums, gate_kl, has_kl_terms, model_kl
 from lwta_utils.defenses.kwta import (
     kwta_layers,
     schedule_epochs,
@@ -109,6 +111,13 @@ def lr_factor(t: TrainConfig, epoch_float: float) -> float:
     return 1.0
 
 
+def kl_weight(t: TrainConfig, epoch_float: float, n_train: int) -> float:
+    """The ELBO's KL weight at a (fractional) epoch: 1 / N (``kl_data_size``, or the training
+    split's size), times the linear warm-up factor (``kl_warmup_epochs``)."""
+    ramp = min(1.0, epoch_float / t.kl_warmup_epochs) if t.kl_warmup_epochs else 1.0
+    return ramp / (t.kl_data_size or n_train)
+
+
 def train_eps(t: TrainConfig, epoch: int) -> float:
     """The attack radius at ``epoch`` (0-based): 0 during the clean epochs, then
     ramped over ``eps_warmup_epochs``."""
@@ -134,8 +143,8 @@ def gamma_plan(model: nn.Module, t: TrainConfig) -> tuple[float, int] | None:
 
 def validation_metric(model: nn.Module, splits: Splits, t: TrainConfig, device: torch.device,
                       generator: torch.Generator, batch_size: int = 500, ctx: DistContext = SINGLE) -> dict:
-    """Clean validation accuracy (and under PGD for ``select_metric`` 'pgd'); sharded over the
-    processes under torch.distributed."""
+    """Clean validation accuracy (and under PGD for ``select_metric`` 'pgd', the validation ELBO per
+    example at the full KL weight for 'elbo'); sharded over the processes under torch.distributed."""
     part = shard(len(splits.y_val), ctx) if ctx.active else slice(None)
     x, y = splits.x_val[part].to(device), splits.y_val[part].to(device)
 
@@ -151,9 +160,16 @@ def validation_metric(model: nn.Module, splits: Splits, t: TrainConfig, device: 
         step = t.val_attack_step_factor * a.eps / t.val_attack_steps
         with eval_mode(model):
             adv = torch.cat([pgd_linf(model, x[i:i + batch_size], y[i:i + batch_size], eps=a.eps, step_size=step,
-                                      steps=t.val_attack_steps, generator=generator)
+                                      steps=t.val_attack_steps, generator=generator, keep="last")
                              for i in range(0, len(x), batch_size)])
         out["val_pgd_acc"] = acc(adv)
+    if t.select_metric == "elbo":  # -(CE + KL / N): winners' KL per example, the gates' over 32 stick draws
+        with torch.no_grad():
+            kl_gates = gate_kl(model, 32, generator)
+        ce, kl_xi, kl_gates = sum_across([*elbo_sums(model, x, y, batch_size),
+                                          0.0 if kl_gates is None else float(kl_gates) / ctx.world_size], ctx, device)
+        kl = kl_gates + kl_xi / len(splits.y_val)
+        out["val_elbo"] = -(ce / len(splits.y_val) + kl * kl_weight(t, math.inf, len(splits.y_train)))
     return out
 
 
@@ -263,6 +279,10 @@ def check_fit_inputs(model, splits, t, device, seed, compute, ctx, state_path) -
         if y.min() < 0 or y.max() >= splits.info.num_classes:
             raise bad(f"splits.y_{part}", f"labels in [{int(y.min())}, {int(y.max())}]",
                       f"labels must lie in [0, {splits.info.num_classes - 1}]")
+    needed = GRADIENT_SWITCHES[t.adversarial.gradient]
+    if not set(needed) <= set(available_switches(model)):
+        raise bad("train.adversarial.gradient", t.adversarial.gradient,
+                  f"this model's layers lack the switches it sets ({', '.join(needed)}): use 'model'")
     if t.batch_size > len(splits.y_train):
         raise bad("train.batch_size", t.batch_size, f"at most the {len(splits.y_train)} training examples")
 
@@ -321,7 +341,7 @@ def _fit(model, splits, t, *, device, seed, desc, progress, compute, ctx, state_
     x_tr, y_tr = splits.x_train.to(device), splits.y_train.to(device)
     n = len(y_tr)
     steps_per_epoch = math.ceil(n / t.batch_size)
-    key = "val_pgd_acc" if t.select_metric == "pgd" else "val_acc"
+    key = {"pgd": "val_pgd_acc", "elbo": "val_elbo"}.get(t.select_metric, "val_acc")
     result = FitResult(select_metric=key)
     best_state = copy.deepcopy(model.state_dict())
     start = time.perf_counter()
@@ -368,8 +388,9 @@ def _fit(model, splits, t, *, device, seed, desc, progress, compute, ctx, state_
             perm, first_step = torch.randperm(n, generator=gen), 0
         perm_dev = perm.to(device)
         t0 = time.perf_counter() - sums.seconds
-        batches = tqdm(range(first_step, steps_per_epoch), desc=f"{desc} epoch {epoch + 1}", leave=False,
-                       disable=not progress, mininterval=5.0)
+        status(f"training {desc} epoch {epoch + 1}/{t.epochs}")
+        batches = progress_bar(range(first_step, steps_per_epoch), desc=f"{desc} epoch {epoch + 1}", leave=False,
+                               disable=not progress, mininterval=5.0)
         for b in batches:
             for g in opt.param_groups:
                 g["lr"] = t.lr * lr_factor(t, epoch + b / steps_per_epoch)
@@ -388,7 +409,7 @@ def _fit(model, splits, t, *, device, seed, desc, progress, compute, ctx, state_
                 if elbo:
                     kl = model_kl(model)
                     sums.kl += kl.detach().double() * len(yb)
-                    loss = loss + kl / n
+                    loss = loss + kl * kl_weight(t, epoch + b / steps_per_epoch, n)
                 if t.loss == "wca":
                     loss = loss + wca_penalty(model)
                 opt.zero_grad(set_to_none=True)
@@ -409,17 +430,20 @@ def _fit(model, splits, t, *, device, seed, desc, progress, compute, ctx, state_
         row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_eps": eps,
                **({"gamma": kwta_layers(model)[0].gamma} if plan else {}),
                **({"branches": sums.branches} if a.method == "mixed" else {}),
-               "train_loss": loss_sum / n, "train_acc": correct / n, **({"train_kl": kl_sum / n} if elbo else {}),
+               "train_loss": loss_sum / n, "train_acc": correct / n,
+               **({"train_kl": kl_sum / n, "kl_weight": kl_weight(t, epoch + 1, n)} if elbo else {}),
                **metrics,
                "epoch_time_s": time.perf_counter() - t0}
         result.history.append(row)
-        eligible = not plan or epoch >= plan[1]  # k-WTA schedule: only epochs at the final gamma
+        eligible = (not plan or epoch >= plan[1]) and epoch >= t.kl_warmup_epochs  # final gamma, full KL weight
         if eligible and not metrics[key] <= result.best_metric:  # also true while best is NaN
             result.best_metric, result.best_epoch = metrics[key], epoch + 1
             best_state = copy.deepcopy(model.state_dict())
         if progress:
             tqdm.write(f"{desc} epoch {epoch + 1}/{t.epochs}: loss {row['train_loss']:.4f} "
                        + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()) + f" ({row['epoch_time_s']:.1f}s)")
+        if t.patience and epoch + 1 - max(result.best_epoch, t.kl_warmup_epochs, plan[1] if plan else 0) >= t.patience:
+            break  # early stopping: no better selection metric for `patience` eligible epochs
         if state_path is not None and epoch + 1 < t.epochs:
             save_state(epoch + 1, 0, None, None)
     opt.zero_grad(set_to_none=True)

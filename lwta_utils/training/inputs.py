@@ -65,7 +65,8 @@ def training_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, a, eps: 
 # how each adversarial branch builds its examples from (model, x, labels, AdversarialConfig, eps, generator)
 BRANCHES = {
     "pgd": lambda model, x, t, a, eps, gen: pgd_linf(model, x, t, eps=eps, step_size=a.step_size, steps=a.steps,
-                                                      random_start=a.random_start, generator=gen),
+                                                      random_start=a.random_start, generator=gen, keep="last",
+                                                      gradient=a.gradient, eot_samples=a.eot_samples),
     "fgsm": lambda model, x, t, a, eps, gen: fgsm(model, x, t, eps=eps),
     "cw": lambda model, x, t, a, eps, gen: cw_l2(model, x, t, eps=eps, steps=a.cw_steps, step_size=a.cw_lr,
                                                   c=a.cw_c, kappa=a.cw_kappa),
