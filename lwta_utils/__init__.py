@@ -55,15 +55,28 @@ from lwta_utils.analysis.lwta_probes import (
                                                 winner_statistics,
 )
 from lwta_utils.analysis.queries import study_records
+from lwta_utils.analysis.released import (
+                                                plot_released_curves,
+                                                plot_released_examples,
+                                                plot_released_probs,
+                                                released_authors_table,
+                                                released_gradient_table,
+                                                released_sanity_table,
+                                                released_table,
+                                                released_timing_table,
+)
 from lwta_utils.analysis.tables import accuracy_table, headline_table, overhead_table, sanity_table
 from lwta_utils.config import StudyConfig, load_config
 from lwta_utils.core.errors import ConfigError
 from lwta_utils.core.switches import set_switches, switches
 from lwta_utils.data import load_data
+from lwta_utils.pipeline.released import released_checkpoint
 from lwta_utils.pipeline.steps import data_summary, evaluate_all, setup, stage_models, train_stage
 
 __version__ = "0.1.0"
-__all__ = ["findings", "StudyConfig", "load_config", "load_data", "ConfigError", "accuracy_table", "plot_examples",
+__all__ = ["released_checkpoint", "released_table", "released_authors_table", "released_gradient_table",
+           "released_sanity_table", "released_timing_table", "plot_released_curves", "plot_released_probs",
+           "plot_released_examples", "findings", "StudyConfig", "load_config", "load_data", "ConfigError", "accuracy_table", "plot_examples",
            "plot_robustness_curves", "plot_training_curves", "plot_true_class_probs", "study_records",
            "data_summary", "evaluate_all", "setup", "stage_models", "train_stage", "draw_statistics",
            "gradient_statistics", "lwta_config_table", "lwta_model_names", "winner_statistics", "plot_gradient_cosine",

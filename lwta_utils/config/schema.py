@@ -451,7 +451,8 @@ class ReleasedConfig:
     n_saved_examples: images whose adversarial examples are kept for the grid (``results/examples_<name>.npz``).
     example_attacks: the attack ids whose adversarial examples at ``eps`` are kept (ids not run are skipped).
     reported: the authors' own numbers for this checkpoint, in percent, by the id of our record that
-        measures the same thing ('none': clean), shown beside ours (sources: docs/released_checkpoint.md).
+        measures the same thing ('none': clean), shown beside ours where that record exists (sources:
+        docs/released_checkpoint.md).
     """
 
     run: bool = False

@@ -190,8 +190,11 @@ def validate_released(p: str, r: ReleasedConfig, cfg: StudyConfig) -> None:
         if atk.key in keys or atk.key == "none":
             raise bad(f"{q}.id", atk.key, "ids must be unique (and not 'none'): give each entry its own id")
         keys.append(atk.key)
-    for key, value in r.reported.items():
-        check_choice(f"{p}.reported.{key}", key, ["none", *keys])
+    if not any(abs(e - r.eps) < 1e-9 for e in r.authors_attack.eps):
+        raise bad(f"{p}.authors_attack.eps", r.authors_attack.eps, f"must include the threat model's eps {r.eps:g} "
+                  f"({p}.eps); a profile that sets authors_attack gives it in full (a field left out takes "
+                  f"AttackConfig's default, not the authors' setting)")
+    for key, value in r.reported.items():  # ids the profile does not run are not shown
         check_range(f"{p}.reported.{key}", value, 0.0, 100.0)
 
 
