@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 PROFILE ?= default
 ARGS   ?=
 
-.PHONY: setup run smoke test lab clean-runs browser
+.PHONY: setup run smoke test test-header lab clean-runs browser
 
 setup: $(VENV)/.installed
 
@@ -34,8 +34,13 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "note: install Debian's chromium and chromium-driver for the report check (tests/test_report.py)"; fi
 
-test: setup browser
-	LWTA_REQUIRE_BROWSER=$$(command -v chromedriver >/dev/null && echo 1 || echo 0) $(PY) -m pytest
+test: test-header setup browser
+	@LWTA_REQUIRE_BROWSER=$$(command -v chromedriver >/dev/null && echo 1 || echo 0) $(PY) -m pytest
+
+test-header:
+	@echo "make test: sets up $(VENV) when missing (pip, the package registry only), installs Debian's chromium and"
+	@echo "chromium-driver with apt when they are missing and this runs as root (the report's browser check), then"
+	@echo "runs the test suite with pytest (about 12 minutes on 2 CPU cores)."
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

@@ -1,14 +1,22 @@
-"""The headless chain, end to end on the smoke profile, and its failure modes."""
+"""The headless chain, end to end on the smoke profile, its console, and its failure modes."""
+import io
 import json
+import re
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
 from lwta_utils.config.schema import NOTEBOOKS
-from lwta_utils.core.paths import ROOT
+from lwta_utils.core import progress
+from lwta_utils.core.errors import ConfigError
+from lwta_utils.core.jsonfiles import write_versioned
+from lwta_utils.core.paths import ROOT, display_path
 from lwta_utils.evaluation.records import RECORD_FIELDS
+from lwta_utils.pipeline import chain
+from lwta_utils.pipeline.console import Console, NotebookRun, summary_table
 
 
 def run(*args, timeout=600):
@@ -21,7 +29,8 @@ ARTIFACTS = {  # the cells of 07_analysis that must show a table (html) or a fig
     "artifact-headline": "text/html", "artifact-accuracy": "text/html", "artifact-sanity": "text/html",
     "artifact-curves": "image/png", "artifact-probs": "image/png", "artifact-examples": "image/png",
     "artifact-winners": "image/png", "artifact-gradients": "image/png", "artifact-training": "image/png",
-    "artifact-overhead-table": "text/html", "artifact-overhead": "image/png"}
+    "artifact-overhead-table": "text/html", "artifact-overhead": "image/png",
+    "artifact-headline-figure": "image/png", "artifact-robustbench": "text/markdown"}
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +78,9 @@ def test_smoke_chain_end_to_end(smoke_run):
     for i, nb in enumerate(NOTEBOOKS, 1):
         assert f"[{i}/{len(NOTEBOOKS)}] {nb}" in proc.stdout  # progress names each notebook
         assert (out / "reports" / "executed" / f"{nb}.ipynb").is_file()
-    assert "epoch 1/2" in proc.stdout  # epochs are shown inside
+    # the epochs' lines are in the executed notebook, not on the console
+    baseline = (out / "reports" / "executed" / "01_baseline.ipynb").read_text()
+    assert "epoch 1/2: loss" in baseline and "epoch 1/2: loss" not in proc.stdout + proc.stderr
     for name in ("relu_std", "relu_pgdat"):
         assert (out / "models" / f"{name}.pt").is_file()
         payload = json.loads((out / "results" / f"eval_{name}.json").read_text())
@@ -99,6 +110,112 @@ def test_smoke_chain_end_to_end(smoke_run):
         assert nb_title in html
     assert "data:image/png;base64" in html  # figures embedded
     assert "Traceback" not in html
+    assert (out / "reports" / "index.html").stat().st_size <= 2.5e6
+    for name in ("relu_std", "lwta_pgdat"):  # RobustBench-style entries, linked from the report
+        entry = json.loads((out / "results" / f"robustbench_{name}.json").read_text())
+        assert entry["threat_model"] == "Linf" and float(entry["robust_acc"]) <= float(entry["clean_acc"])
+        assert f"../results/robustbench_{name}.json" in html
+
+
+def test_console_shows_progress_and_a_summary_not_the_log(smoke_run):
+    out, proc = smoke_run
+    console = proc.stdout + proc.stderr
+    for noise in ("Executing Cell", "Ending Cell", "without encryption", "Input Notebook", "Executing notebook with"):
+        assert noise not in console, noise
+    assert "pixel range" not in console  # a notebook's own output stays in the notebook
+    table = proc.stdout.split("wall time", 1)[1]
+    rows = {line.split()[0]: line for line in table.splitlines() if line.split()}
+    for nb in NOTEBOOKS:
+        assert nb in rows, nb
+    assert "models trained" in rows["01_baseline"]  # what it did, told by the kernel
+    assert re.search(r"files? written", rows["05_attacks"])
+    assert "total" in rows
+    assert f"report: {display_path(out / 'reports' / 'index.html')}" in proc.stdout
+    assert "xdg-open" in proc.stdout and "http.server" in proc.stdout
+    assert (out / "reports" / "executed" / "00_data.kernel.log").is_file()  # the kernel's own messages
+
+
+def test_verbose_restores_the_log(tmp_path):
+    proc = run("--profile", "smoke", "--out", str(tmp_path), "--notebooks", "00_data", "--no-report", "--verbose",
+               timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Executing Cell" in proc.stdout and "pixel range" in proc.stdout
+    assert "=== [1/1] 00_data ===" in proc.stdout and "00_data" in proc.stdout.split("wall time", 1)[1]
+
+
+def test_progress_side_channel(tmp_path, monkeypatch):
+    path = tmp_path / "progress.json"
+    progress.reset()
+    progress.status("ignored without a chain")
+    assert progress.read_progress(path) is None
+    monkeypatch.setenv(progress.ENV, str(path))
+    monkeypatch.setattr(progress, "PUBLISH_EVERY_S", 0.0)  # publish every update (the chain: a few per second)
+    progress.status("training relu_std epoch 1/2")
+    progress.tally("models trained")
+    progress.tally("models trained")
+    seen = []
+    for i in progress.progress_bar(range(5), desc="relu_std epoch 1", leave=False, mininterval=0):
+        if i == 2:
+            seen = progress.read_progress(path)["bars"]
+    assert seen and seen[-1]["desc"] == "relu_std epoch 1" and seen[-1]["total"] == 5 and seen[-1]["n"] >= 1
+    state = progress.read_progress(path)
+    assert state["status"] == "training relu_std epoch 1/2" and state["tallies"] == {"models trained": 2}
+    assert state["bars"] == []  # the bar closed
+    progress.reset()
+
+
+def test_console_bars_and_summary(tmp_path):
+    path = tmp_path / "progress.json"
+    stream = io.StringIO()
+    console = Console("bars", stream=stream, poll_s=0.01)
+    run_ = NotebookRun("04_adversarial_training", 5, 7)
+    console.start(run_, path)
+    run_.cells_total, run_.cells_done = 15, 7
+    write_versioned(path, "progress", {"status": "training lwta_pgdat epoch 6/10", "status_time": time.time() + 10,
+                                       "bars": [{"id": 1, "desc": "lwta_pgdat epoch 6", "n": 3, "total": 9,
+                                                 "elapsed": 2.0}],
+                                       "tallies": {"models trained": 1, "checkpoints reused": 4}})
+    time.sleep(0.5)
+    console.set_files_written(3)
+    console.finish(True)
+    text = stream.getvalue()
+    assert "[5/7] 04_adversarial_training" in text and "7/15 cells" in text
+    assert "training lwta_pgdat epoch 6/10" in text and "lwta_pgdat epoch 6" in text and "3/9" in text
+    table = summary_table([run_], 12.5)
+    assert "1 model trained, 4 checkpoints reused; 3 files written" in table and "total" in table
+
+
+def _git(root, *args):
+    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True,
+                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                        "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin", "HOME": str(root)})
+
+
+def test_committed_outputs_are_written_only_from_a_clean_checkout(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    (repo / "lwta_utils").mkdir(parents=True)
+    (repo / "results").mkdir()
+    (repo / "lwta_utils" / "a.py").write_text("x = 1\n")
+    (repo / "results" / "eval_a.json").write_text("{}\n")
+    (repo / "README.md").write_text("readme\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "c")
+    assert chain.check_clean_checkout(repo, repo) is None
+    (repo / "results" / "eval_a.json").write_text('{"new": 1}\n')  # the chain's own outputs may differ
+    (repo / "README.md").write_text("findings updated\n")
+    assert chain.check_clean_checkout(repo, repo) is None
+    (repo / "lwta_utils" / "a.py").write_text("x = 2\n")  # code that differs from the commit
+    (repo / "lwta_utils" / "b.py").write_text("y = 1\n")  # and a new module
+    with pytest.raises(ConfigError, match=r"clean checkout.*2 path\(s\).*lwta_utils/a.py.*--out runs/"):
+        chain.check_clean_checkout(repo, repo)
+    assert chain.check_clean_checkout(tmp_path / "elsewhere", repo) is None  # another out_dir: nothing to check
+    assert "not a git checkout" in chain.check_clean_checkout(tmp_path, tmp_path)
+    # through the chain: refused before any work, nothing staged or written
+    monkeypatch.setattr(chain, "ROOT", repo)
+    with pytest.raises(ConfigError, match="clean checkout"):
+        chain.run_chain("smoke", out_dir=str(repo), report=False, console=Console("lines", stream=io.StringIO()))
+    assert not (repo / ".chain-run").exists() and not (repo / "models").exists()
 
 
 def test_bad_parameter_stops_before_any_work_and_touches_nothing(tmp_path):
@@ -170,5 +287,8 @@ def test_smoke_report_opens_in_headless_chromium(smoke_run):
     out, proc = smoke_run
     assert proc.returncode == 0
     browser_or_skip()
-    res = check_report(out / "reports" / "index.html", expected_anchors(NOTEBOOKS_DIR, list(NOTEBOOKS)), min_images=15)
+    res = check_report(out / "reports" / "index.html", expected_anchors(NOTEBOOKS_DIR, list(NOTEBOOKS)), min_images=15,
+                       first=True)
     assert res["anchors"] == len(expected_anchors(NOTEBOOKS_DIR, list(NOTEBOOKS)))
+    assert res["first_screen"]["figure"][1] <= 768 and res["bytes"] <= 2.5e6
+    assert (out / "reports" / "first_screen.png").stat().st_size > 10000  # saved by the chain for the README

@@ -1,19 +1,34 @@
-"""The report: combined notebooks, the claims' verdicts, the committed report in headless Chromium,
-and the committed findings traced back to the records."""
+"""The report: combined notebooks, the claims' verdicts, the sources, the committed report in
+headless Chromium (its first screen), the committed findings traced back to the records, and the
+README and docs/ pages as a reader meets them."""
+import base64
+import io
 import os
 import re
 import shutil
 
 import nbformat
+import numpy as np
 import pytest
 
 import lwta_utils as lu
 from lwta_utils.analysis.claims import CLAIMS_FILE, Measurement, load_claims, measure, verdict
-from lwta_utils.analysis.findings import findings_text
+from lwta_utils.analysis.findings import MAX_FINDINGS, findings_text
+from lwta_utils.analysis.sources import SOURCES, cite, references_markdown, render_sources, source_ids
 from lwta_utils.config.schema import NOTEBOOKS
 from lwta_utils.core.errors import ConfigError
 from lwta_utils.core.paths import NOTEBOOKS_DIR, ROOT
-from lwta_utils.pipeline.report import build_report, combine_notebooks, expected_anchors, section_anchor
+from lwta_utils.pipeline.report import (
+    MAX_IMAGE_WIDTH,
+    build_report,
+    combine_notebooks,
+    expected_anchors,
+    lighten_images,
+    section_anchor,
+)
+
+DOCS = ROOT / "docs"
+SEEDS = ROOT.parent / "shared" / "seeds"  # the source documents, beside the repository where the study keeps them
 
 
 def browser_or_skip():
@@ -52,21 +67,62 @@ def test_combined_notebook_has_findings_contents_sections_and_no_hidden_cells(tm
     assert head.startswith("# Title") and "intro text" in head and "**What holds**: x" in head
     assert head.index("## Findings") < head.index("## Contents")
     assert "[00 · First](#nb-00-a)" in head and f"(#{section_anchor('01_b', 'Beta: a section')})" in head
+    assert head.count("\n- ") <= len(_two_notebooks(tmp_path)) + 1  # a short contents: one line per notebook
     assert not any("secret" in c.source for c in nb.cells)
     assert any(f'<a id="{section_anchor("00_a", "Alpha section")}">' in c.source for c in nb.cells)
 
 
-def test_built_report_is_self_contained_with_described_images(tmp_path):
+def _png(width: int, height: int, seed: int = 0) -> bytes:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    img = np.full((height, width, 3), 255, np.uint8)
+    for _ in range(12):  # a few flat-coloured rectangles, like a plot
+        x, y = rng.integers(0, width - 20), rng.integers(0, height - 20)
+        img[y:y + 20, x:x + 60] = rng.integers(0, 255, 3)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG", compress_level=0)
+    return buf.getvalue()
+
+
+def test_built_report_is_self_contained_with_described_and_captioned_images(tmp_path):
     paths = _two_notebooks(tmp_path)
     img = nbformat.v4.new_code_cell("plot")
-    img.outputs = [nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo="})]
-    paths.append(_nb(tmp_path, "02_c", [nbformat.v4.new_markdown_cell("# 02 · Third\n\n## Gamma figure"), img]))
-    html = build_report(paths, tmp_path / "r" / "index.html", "My report").read_text()
+    png = base64.b64encode(_png(300, 200)).decode()
+    img.outputs = [nbformat.v4.new_output("display_data", data={"image/png": png})]
+    twice = nbformat.v4.new_code_cell("plot again")
+    twice.metadata["caption"] = "What to look at: the same figure."
+    twice.outputs = [nbformat.v4.new_output("display_data", data={"image/png": png})]
+    paths.append(_nb(tmp_path, "02_c", [nbformat.v4.new_markdown_cell("# 02 · Third\n\n## Gamma figure\n\nThe curves "
+                                                                      "fall with eps. More text."), img, twice]))
+    headline = tmp_path / "headline.png"
+    headline.write_bytes(_png(400, 200, seed=1))
+    html = build_report(paths, tmp_path / "r" / "index.html", "My report", findings="- one finding",
+                        headline=(headline, "What to look at: the circles."), references="- A. B. **T**. V, 2020.")
+    html = html.read_text()
     assert "<title>My report</title>" in html
     assert not re.search(r'<script[^>]*src="https?://', html)  # nothing fetched: no MathJax / require.js CDN
     assert 'alt="Figure: Gamma figure' in html and "No description has been provided" not in html
-    for anchor in expected_anchors(tmp_path, [p.stem for p in paths]):
+    for anchor in expected_anchors(tmp_path, [p.stem for p in paths]) + ["headline"]:
         assert f'id="{anchor}"' in html, anchor
+    assert html.index('id="headline"') < html.index('id="findings"') < html.index('id="contents"')
+    assert "What to look at: the circles." in html
+    assert "The curves fall with eps." in html and "What to look at: the same figure." in html  # captions
+    assert len(re.findall(r'<img[^>]*src="data:image/png;base64,', html)) == 2  # headline, figure; its copy: a link
+    assert "The same figure as" in html
+
+
+def test_images_are_lightened_for_the_screen():
+    from PIL import Image
+
+    raw = _png(2400, 900)
+    html = f'<p><img src="data:image/png;base64,{base64.b64encode(raw).decode()}" alt="x"></p>'
+    out = lighten_images(html)
+    small = base64.b64decode(re.search(r"base64,([^\"]+)", out).group(1))
+    img = Image.open(io.BytesIO(small))
+    assert img.width == MAX_IMAGE_WIDTH and img.height == round(900 * MAX_IMAGE_WIDTH / 2400)
+    assert len(small) < len(raw) / 4
+    assert len(lighten_images(html, budget=len(out) - 1)) <= len(out)  # over the budget: fewer colours
 
 
 @pytest.mark.parametrize("rule,a,b,extra,want", [
@@ -137,6 +193,10 @@ def test_committed_findings_come_from_the_committed_records():
     html = (ROOT / "reports" / "index.html").read_text()
     for number in set(re.findall(r"\d+\.\d+% \[\d+\.\d+, \d+\.\d+\]", text)):
         assert number in html, number
+    bullets = [line for line in text.splitlines() if line.startswith("- ")]
+    assert 1 <= len(bullets) <= MAX_FINDINGS
+    for b in bullets:  # each with its number
+        assert re.search(r"\d+\.\d+% \[\d+\.\d+, \d+\.\d+\]|\d\.\d+", b), b
 
 
 def test_committed_report_opens_in_headless_chromium_with_every_section():
@@ -144,11 +204,15 @@ def test_committed_report_opens_in_headless_chromium_with_every_section():
     from lwta_utils.pipeline.report import check_report
 
     anchors = expected_anchors(NOTEBOOKS_DIR, list(NOTEBOOKS))
-    for heading in ("Claims versus reproduced", "Seed 001's table, beside ours", "Compute overhead relative to ReLU",
-                    "Adversarial examples classified correctly and incorrectly (seed 001's figure)"):
+    for heading in ("Claims versus reproduced", "The Paris-Dauphine study's table, beside ours",
+                    "Compute overhead relative to ReLU", "RobustBench entries",
+                    "Adversarial examples classified correctly and incorrectly (the Paris-Dauphine study's figure)"):
         assert section_anchor("07_analysis", heading) in anchors
-    res = check_report(ROOT / "reports" / "index.html", anchors, min_images=15)
+    report = ROOT / "reports" / "index.html"
+    res = check_report(report, anchors, min_images=15, first=True)  # title, headline figure, findings at 1366x768
     assert res["images"] >= 15 and res["title"].startswith("Local competition")
+    assert report.stat().st_size <= 2.5e6
+    assert (ROOT / "reports" / "first_screen.png").is_file()
 
 
 @pytest.mark.parametrize("profile", ["smoke", "default"])
@@ -180,12 +244,16 @@ def _between(text: str, start: str, end: str) -> str:
     return text.split(start, 1)[1].split(end, 1)[0]
 
 
-def test_readme_result_numbers_are_in_the_records():
-    """The README's findings prose quotes accuracies (or interval ends) of eval records, and its
-    speed tables and cost figures quote ratios of benchmark records (or the seeds' claimed ones)."""
+def _page(name: str) -> str:
+    return (DOCS / name).read_text()
+
+
+def test_readme_and_docs_numbers_are_in_the_records():
+    """The results discussion quotes accuracies (or interval ends) of eval records, and its cost
+    figures and the speed tables of the docs pages quote ratios of benchmark records (or the
+    sources' claimed ones)."""
     import json
 
-    readme = (ROOT / "README.md").read_text()
     results = ROOT / "results"
     acc = set()
     for path in results.glob("eval_*.json"):
@@ -195,21 +263,81 @@ def test_readme_result_numbers_are_in_the_records():
     for path in results.glob("bench_*.json"):
         _floats(json.loads(path.read_text()), bench, ".2f")
     claimed = set(re.findall(r"\d+\.\d+", CLAIMS_FILE.read_text()))
-    prose = _between(readme, "<!-- findings:end -->", "## The report")
+    prose = _between(_page("results.md"), "<!-- discussion:start -->", "<!-- discussion:end -->")
     for pct in re.findall(r"(\d+\.\d)%", prose):
-        assert pct in acc, f"README findings: {pct}% is in no eval record"
+        assert pct in acc, f"docs/results.md: {pct}% is in no eval record"
     for ratio in re.findall(r"(\d\.\d\d)x", prose):
-        assert ratio in bench or ratio in claimed, f"README findings: {ratio}x is in no benchmark record"
-    for start, end in (("**Speed.** For U = 2", "## k-WTA, PNI"), ("**k-WTA speed.**", "## Attack suite"),
-                       ("**Speed of our PGD**", "## Paper scale")):
-        for ratio in re.findall(r"(?<![\d.])(\d\.\d\d)(?![\d.])", _between(readme, start, end)):
-            assert ratio in bench, f"README section {start!r}: {ratio} is in no benchmark record"
+        assert ratio in bench or ratio in claimed, f"docs/results.md: {ratio}x is in no benchmark record"
+    for page, start, end in (("defenses.md", "**Speed.** For U = 2", "## k-WTA, PNI"),
+                             ("defenses.md", "**k-WTA speed.**", "<!-- end of k-WTA speed -->"),
+                             ("evaluation.md", "**Speed of our PGD**", "<!-- end of PGD speed -->")):
+        for ratio in re.findall(r"(?<![\d.])(\d\.\d\d)(?![\d.])", _between(_page(page), start, end)):
+            assert ratio in bench, f"docs/{page} {start!r}: {ratio} is in no benchmark record"
     paper = set()
     _floats(json.loads((results / "bench_paper.json").read_text()), paper, ".1f")
     _floats(json.loads((results / "bench_paper.json").read_text()), paper, ".2f")
-    rows = [ln for ln in _between(readme, "### Training speed and wall time", "## JupyterLab").splitlines()
-            if ln.startswith(("| ReLU", "| LWTA"))]
+    rows = [ln for ln in _between(_page("paper_scale.md"), "## Training speed and wall time", "<!-- end of speed -->")
+            .splitlines() if ln.startswith(("| ReLU", "| LWTA"))]
     assert len(rows) == 4
     for row in rows:
         for number in re.findall(r"\d+\.\d+", row):
-            assert number in paper, f"README paper-scale table: {number} is in no bench_paper record"
+            assert number in paper, f"docs/paper_scale.md table: {number} is in no bench_paper record"
+
+
+def test_readme_fits_a_few_screens_and_links_every_page():
+    readme = (ROOT / "README.md").read_text()
+    lines = readme.splitlines()
+    assert len(lines) <= 210, len(lines)
+    first_screen = "\n".join(lines[:45])
+    assert "make run" in first_screen and "make test" in first_screen
+    for page in sorted(DOCS.glob("*.md")):
+        assert f"docs/{page.name}" in readme, f"README does not link docs/{page.name}"
+    for target in re.findall(r"\]\((?!https?://|#)([^)#]+)", readme + "".join(p.read_text() for p in DOCS.glob("*.md"))):
+        base = ROOT if not target.startswith("../") else DOCS
+        assert (base / target).exists() or (DOCS / target).exists() or (ROOT / target).exists(), target
+
+
+def test_sources_render_as_a_reader_knows_them():
+    assert cite("lwta_paper") == ("Panousis, Chatzis & Theodoridis (2021), Stochastic Local Winner-Takes-All "
+                                  "Networks Enable Profound Adversarial Robustness")
+    assert render_sources("kwta_paper (abstract)", full=False) == "Xiao, Zhong & Zheng (2020) (abstract)"
+    refs = references_markdown()
+    for s in SOURCES.values():
+        assert s.title in refs and (not s.link or s.link in refs)
+    with pytest.raises(ConfigError, match="'source' = 'nope'"):
+        cite("nope")
+    for c in load_claims(CLAIMS_FILE)["claims"]:  # every claim names its source by id
+        assert source_ids(c["source"]), (c["id"], c["source"])
+
+
+@pytest.mark.skipif(not SEEDS.is_dir(), reason="the source documents are not beside the repository here")
+def test_the_starting_sources_are_the_documents_the_study_starts_from():
+    def norm(text):
+        return re.sub(r"[^a-z0-9]+", " ", text.lower())
+
+    docs = [norm(p.read_text(errors="replace")) for p in sorted(SEEDS.glob("*.txt"))]
+    reference = norm((SEEDS.parent / "REFERENCE.md").read_text()) if (SEEDS.parent / "REFERENCE.md").is_file() else ""
+    starting = [s for s in SOURCES.values() if s.starting]
+    assert len(starting) == 6
+    for s in starting:  # the title in one of the documents, each author's surname there or in REFERENCE.md
+        title = norm(s.title.split(" (a reproduction")[0])
+        hits = [d for d in docs if title.strip() in d]
+        assert hits, s.id
+        for author in s.authors:
+            if author != "et al.":
+                surname = norm(author.split()[-1]).strip()
+                assert any(surname in d for d in hits) or surname in reference, (s.id, author)
+
+
+def test_no_internal_source_names_anywhere_a_reader_looks():
+    """No 'seed 00N' (the project's internal names of its source documents) in the README, the
+    docs, the notebooks, the claims, the profiles' labels or the report."""
+    paths = [ROOT / "README.md", CLAIMS_FILE, ROOT / "reports" / "index.html", *DOCS.glob("*.md"),
+             *NOTEBOOKS_DIR.glob("*.ipynb")]
+    for path in paths:
+        hits = re.findall(r".{0,40}seed 00.{0,20}", path.read_text(), flags=re.IGNORECASE)
+        assert not hits, f"{path.relative_to(ROOT)}: {hits[:3]}"
+    for profile in ("smoke", "default", "paper"):
+        cfg = lu.load_config(profile)
+        for name in cfg.models:
+            assert "seed 00" not in cfg.label(name).lower(), (profile, name)

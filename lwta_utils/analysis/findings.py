@@ -1,59 +1,119 @@
-"""The findings: the summary at the top of the report and the README, written from the records."""
+"""The findings: at most ten lines under the headline figure of the report and the README.
+
+Written from the records and the claims only: one sentence with the count of verdicts, then at
+most ``MAX_FINDINGS`` bullets, each with its number and the test that decides it: the paper-scale
+result on the LWTA authors' released checkpoint first (when its records exist), the models that
+keep any robustness under the worst case over every attack, then the claims (those marked
+``headline: true`` in ``claims.yaml``, else a few per source in the file's order).
+"""
 from __future__ import annotations
 
 from lwta_utils.analysis.claims import evaluate_claims
+from lwta_utils.analysis.headline import released_rows, scale_name
 from lwta_utils.analysis.queries import attack_label, headline_rows
+from lwta_utils.analysis.sources import render_sources, source_ids
 from lwta_utils.core.fileio import write_text
 
-
-def findings_text(cfg) -> str:
-    """The Markdown summary at the top of the report and the README, written from the records:
-    the seeds' claims that hold and those that do not (``lwta_utils.analysis.claims``); then clean accuracy,
-    the standard attack and the worst case over every attack at the headline eps for the models
-    above ``report.robust_floor`` under the worst case, the range of the others, and the sanity flags."""
-    eps, floor = cfg.eval.headline_eps, cfg.report.robust_floor
-    claims = evaluate_claims(cfg)
-    decided = [c for c in claims if c["verdict"] != "not comparable"]
-    lines = [f"Profile `{cfg.profile}`: {cfg.data.name}, test split (first {cfg.eval.n_examples} digits, the stronger "
-             f"attacks on a stated prefix), Linf eps = {eps:g} in pixel units. Accuracy in % [95% Wilson interval]; "
-             f"stochastic models: mean over {cfg.eval.draws} draws per input. Claims: {len(claims)} in all, "
-             f"{sum(c['verdict'] == 'reproduced' for c in claims)} reproduced, "
-             f"{sum(c['verdict'] == 'not reproduced' for c in claims)} not reproduced, "
-             f"{len(claims) - len(decided)} not comparable (see the claims table)."]
-    for title, verdict in (("What holds", "reproduced"), ("What does not hold", "not reproduced")):
-        lines.append(f"\n**{title}** (claims {verdict} here):\n")
-        hits = [c for c in decided if c["verdict"] == verdict]
-        lines += [f"- {c['claim']}. Ours: {_ours(c)}." for c in hits] or ["- none"]
-    rows = headline_rows(cfg, eps)
-    robust = sorted((h for h in rows if h["worst_case"] is not None and h["worst_case"]["accuracy"] > floor),
-                    key=lambda h: -h["worst_case"]["accuracy"])
-    lines.append(f"\n**The models that keep more than {100 * floor:g}% under the worst case over every attack** "
-                 f"(eps {eps:g}; clean → standard attack → worst case):\n")
-    for h in robust:
-        lines.append(f"- {cfg.label(h['name'])}: {_pct(h['clean'])} → {_pct(h['standard'])} "
-                     f"({attack_label(h['standard'])}) → **{_pct(h['worst_case'])}** (n {h['worst_case']['n_examples']})"
-                     if h["standard"] is not None else f"- {cfg.label(h['name'])}: **{_pct(h['worst_case'])}**")
-    others = [h for h in rows if h not in robust and h["worst_case"] is not None]
-    if others:
-        accs = [100 * h["worst_case"]["accuracy"] for h in others]
-        lines.append(f"\nEvery other model ends at {min(accs):.1f}–{max(accs):.1f}% under the worst case: "
-                     + ", ".join(cfg.label(h["name"]) for h in others) + ".")
-    missing = [n for n in cfg.models if n not in {h["name"] for h in rows}]
-    if missing:
-        lines.append("\nNo records yet: " + ", ".join(cfg.label(n) for n in missing) + ".")
-    flagged = [f"{cfg.label(h['name'])} ({'; '.join(h['flags'])})" for h in rows if h["flags"]]
-    lines.append("\nSanity flags: " + ("; ".join(flagged) if flagged else "none") + ".")
-    return "\n".join(lines)
-
-
-def _ours(c: dict) -> str:
-    a, b = c["ours_a"], c["ours_b"]
-    text = f"{a.text()} ({a.setting})"
-    return text + (f" versus {b.text()} ({b.setting})" if b is not None else "")
+MAX_FINDINGS = 10
+QUESTION = "Does local competition with stochasticity make networks robust?"
 
 
 def _pct(r) -> str:
     return f"{100 * r['accuracy']:.1f}% [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
+
+
+def _ours(c: dict) -> str:
+    a, b = c.get("ours_a"), c.get("ours_b")
+    if a is None:
+        return "not measured"
+    text = f"{a.text()} ({a.setting})"
+    return text + (f" versus {b.text()} ({b.setting})" if b is not None else "")
+
+
+def _source(c: dict) -> str:
+    ids = source_ids(c.get("source", ""))
+    return "; ".join(render_sources(i, full=False) for i in ids) if ids else render_sources(c.get("source", ""))
+
+
+def claim_bullet(c: dict, scale: str) -> str:
+    """One finding from one claim: verdict, claim, source, the source's setting, our numbers, the test."""
+    test = c.get("test") or c.get("why", "")
+    where = f"decided on {c['decided_on']}; " if c.get("decided_on") else ""
+    return (f"- **{c['verdict'].capitalize()}**: {c['claim']} ({_source(c)}; {c['setting']}). "
+            f"Ours ({scale}): {_ours(c)}; {where}{test}.")
+
+
+def pick_claims(claims: list[dict], n: int) -> list[dict]:
+    """The claims the findings show: those marked ``headline``, else the decided ones, claims about
+    robustness (an attack on a model) before the others, a few per source (round robin over the
+    sources, each source's claims in the file's order)."""
+    decided = [c for c in claims if c["verdict"] != "not comparable"]
+    marked = [c for c in decided if c.get("headline")]
+    if marked:
+        return marked[:n]
+    rank, seen = {}, {}
+    for i, c in enumerate(decided):
+        key = (source_ids(c.get("source", "")) or [c.get("source", "")])[0]
+        rank[c["id"]] = (seen.get(key, 0), i)
+        seen[key] = seen.get(key, 0) + 1
+    return sorted(decided, key=lambda c: (not _about_robustness(c), *rank[c["id"]]))[:n]
+
+
+def _about_robustness(c: dict) -> bool:
+    a = c.get("a") if isinstance(c.get("a"), dict) else {}
+    return "model" in a and a.get("attack", "none") != "none"
+
+
+def released_bullets(cfg, claims: list[dict]) -> list[str]:
+    """The paper-scale finding: the LWTA authors' released CIFAR-10 checkpoint under our attacks."""
+    out = []
+    for r in released_rows(cfg, claims):
+        parts = []
+        if r.clean is not None:
+            parts.append(f"clean {_pct(r.clean)}")
+        if r.standard is not None:
+            parts.append(f"{attack_label(r.standard)} {_pct(r.standard)}")
+        if r.strongest is not None:
+            n = int(r.strongest["n_examples"])
+            parts.append(f"**{_pct(r.strongest)}** under {attack_label(r.strongest)} (n {n})")
+        claimed = "; ".join(f"{v:g}% {what}" for v, what in r.claimed)
+        verdict = f" Verdict: {r.verdict}." if r.verdicts else ""
+        out.append(f"- **Paper scale, {r.label}** (CIFAR-10, Linf eps 8/255): "
+                   + (f"claimed {claimed}; " if claimed else "") + "ours " + ", ".join(parts) + f".{verdict}")
+    return out
+
+
+def robust_bullet(cfg) -> str | None:
+    """Which of our models keep more than ``report.robust_floor`` under the worst case over every attack."""
+    rows = [h for h in headline_rows(cfg) if h["worst_case"] is not None]
+    if not rows:
+        return None
+    floor, eps = cfg.report.robust_floor, cfg.eval.headline_eps
+    robust = sorted((h for h in rows if h["worst_case"]["accuracy"] > floor),
+                    key=lambda h: -h["worst_case"]["accuracy"])
+    others = [100 * h["worst_case"]["accuracy"] for h in rows if h not in robust]
+    kept = ", ".join(f"{cfg.label(h['name'])} {_pct(h['worst_case'])}" for h in robust) or "none"
+    rest = f"; the other {len(others)} end at {min(others):.1f}–{max(others):.1f}%" if others else ""
+    return (f"- **Robust under every attack** ({scale_name(cfg)}, eps {eps:g}, per-example worst case over every "
+            f"attack): {len(robust)} of our {len(rows)} models keep more than {100 * floor:g}%: {kept}{rest}.")
+
+
+def findings_text(cfg) -> str:
+    """The Markdown findings at the top of the report and the README (see the module's docstring)."""
+    claims = evaluate_claims(cfg)
+    n = {v: sum(c["verdict"] == v for c in claims) for v in ("reproduced", "not reproduced", "not comparable")}
+    scale = scale_name(cfg)
+    head = (f"**{QUESTION}** Of the {n['reproduced'] + n['not reproduced']} claims of the sources we could test, "
+            f"{n['reproduced']} are reproduced and {n['not reproduced']} are not ({n['not comparable']} more are not "
+            f"comparable: see the claims table). Accuracy in % [95% Wilson interval]; {scale}: profile "
+            f"`{cfg.profile}`, the first {cfg.eval.n_examples} test images (the stronger attacks on a stated prefix), "
+            f"Linf eps {cfg.eval.headline_eps:g} in pixel units, stochastic models as the mean over "
+            f"{cfg.eval.draws} draws.")
+    bullets = released_bullets(cfg, claims)
+    robust = robust_bullet(cfg)
+    bullets += [robust] if robust else []
+    bullets += [claim_bullet(c, scale) for c in pick_claims(claims, MAX_FINDINGS - len(bullets))]
+    return "\n".join([head, "", *bullets[:MAX_FINDINGS]])
 
 
 def findings(cfg):

@@ -3,6 +3,13 @@
     python -m lwta_utils.pipeline --profile default
     python -m lwta_utils.pipeline --profile smoke --out runs/smoke --set seed=1
     python -m lwta_utils.pipeline --profile default --notebooks 05_attacks 07_analysis
+    python -m lwta_utils.pipeline --profile smoke --verbose   # papermill's full log instead of progress bars
+
+The console shows one progress line per notebook (cells done, elapsed, the running step) and the
+kernel's innermost bar under it; the notebooks' outputs go to the executed notebooks and the
+report, never to the console (``--verbose`` brings papermill's log back). At the end: a summary
+table (each notebook's wall time and what it did) and the report's path; on failure, the same
+table up to the failing notebook, then the notebook, the cell and the error's last lines.
 
 The configuration is validated before any notebook runs; a bad parameter
 stops the chain with one message (exit code 2) and nothing written. Checkpoints
@@ -13,27 +20,36 @@ notebooks write into a working copy (``<out>/.chain-run/``) that replaces the
 outputs only when every notebook succeeded: a failing notebook stops the chain
 with its name and cell (exit code 1), its executed copy holding the error stays
 in ``reports/executed/``, and the last good models, results, figures and report
-are left untouched.
+are left untouched. The committed outputs (``out_dir`` = the repository itself) are written only
+from a clean checkout, so that every record's commit is the exact code that wrote it.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import re
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+from jupyter_client import AsyncKernelManager
 
+from lwta_utils.analysis.headline import HEADLINE_FIGURE, headline_caption
+from lwta_utils.analysis.sources import references_markdown
 from lwta_utils.config.loading import load_config, parse_set
 from lwta_utils.config.schema import ANALYSE_NOTEBOOK, EVALUATE_NOTEBOOK, NOTEBOOKS, STAGE_NOTEBOOK, StudyConfig
 from lwta_utils.core.errors import ConfigError, bad
 from lwta_utils.core.jsonfiles import read_versioned, write_versioned
 from lwta_utils.core.paths import NOTEBOOKS_DIR, ROOT, display_path
+from lwta_utils.core.progress import ENV as PROGRESS_ENV
 from lwta_utils.core.provenance import provenance
-from lwta_utils.pipeline.report import build_report, update_readme_findings
+from lwta_utils.pipeline.console import Console, NotebookRun, open_hint, summary_table
+from lwta_utils.pipeline.report import build_report, check_report, expected_anchors, update_readme_findings
 
 STAGE_DIR = ".chain-run"  # the working copy a run writes into until every notebook has succeeded
 
@@ -56,7 +72,7 @@ def preflight(cfg: StudyConfig, notebooks: list[str]) -> None:
                       f"{cfg.out}; include {EVALUATE_NOTEBOOK} in the run")
 
 
-def record_timing(cfg: StudyConfig, notebook: str, wall_s: float, reuse: bool) -> None:
+def record_timing(cfg: StudyConfig, notebook: str, wall_s: float, reuse: bool, did: str = "") -> None:
     """Add one notebook's wall time to ``results/chain_timing.json`` (the other notebooks' last
     times are kept, each with its own date, commit, threads and whether checkpoints were reused)."""
     path = cfg.results_dir / "chain_timing.json"
@@ -68,7 +84,7 @@ def record_timing(cfg: StudyConfig, notebook: str, wall_s: float, reuse: bool) -
         rec = {"profile": cfg.profile, "notebooks": {}}
     prov = provenance()
     rec["notebooks"][notebook] = {"wall_s": round(wall_s, 1), "finished": prov["created"], "git_sha": prov["git_sha"],
-                                  "threads": torch.get_num_threads(), "reused_checkpoints": reuse}
+                                  "threads": torch.get_num_threads(), "reused_checkpoints": reuse, "did": did}
     rec["notebooks"] = {nb: rec["notebooks"][nb] for nb in NOTEBOOKS if nb in rec["notebooks"]}
     write_versioned(path, "chain_timing", {k: v for k, v in rec.items() if k not in ("schema", "schema_version")})
 
@@ -117,18 +133,132 @@ def remove_stale_temporaries(out: Path) -> int:
     return len(stale)
 
 
+# What the chain itself writes into a committed checkout: not code, so not part of the clean check.
+OUTPUT_PATHS = ("models", "results", "figures", "reports", "README.md")
+
+
+def uncommitted_code(root: Path) -> list[str] | None:
+    """The paths of ``root``'s checkout that differ from its commit (modified, staged, deleted or
+    untracked and not ignored), the chain's own outputs aside; None outside a git checkout."""
+    try:
+        proc = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", ".",
+                               *[f":(exclude){p}" for p in OUTPUT_PATHS]], cwd=root, capture_output=True, text=True,
+                              timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if proc.returncode != 0:
+        return None
+    return [line[3:] for line in proc.stdout.splitlines() if line.strip()]
+
+
+def check_clean_checkout(out: Path, root: Path | None = None) -> str | None:
+    """Refuse (``ConfigError``, before any work) to write the committed outputs (``out`` = ``root``,
+    default: the repository) from a checkout whose code differs from its commit: every record
+    carries the commit it was computed at, and that must be the exact code. Returns a note when
+    ``root`` is not a git checkout (nothing to check), else None."""
+    root = ROOT if root is None else root
+    if Path(out).resolve() != Path(root).resolve():
+        return None
+    dirty = uncommitted_code(root)
+    if dirty is None:
+        return "note: not a git checkout: the records cannot name the commit that wrote them"
+    if dirty:
+        shown = ", ".join(dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
+        raise bad("out_dir", display_path(out), f"the committed outputs are written only from a clean checkout "
+                  f"(every record names its commit), and {len(dirty)} path(s) differ from the commit: {shown}; "
+                  f"commit them first, or write elsewhere with --out runs/<name>")
+    return None
+
+
+def _quiet_kernel_manager(log_path: Path) -> type:
+    """A kernel manager whose kernel writes its own stdout / stderr (startup warnings, native
+    libraries' messages) to ``log_path`` instead of the console."""
+
+    class QuietKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            with open(log_path, "ab") as fh:
+                kw["stdout"], kw["stderr"] = fh, fh
+                return await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    return QuietKernelManager
+
+
+def _snapshot(stage: Path) -> dict:
+    out = {}
+    for sub in STAGED:
+        for f in (stage / sub).rglob("*") if (stage / sub).is_dir() else []:
+            if f.is_file() and not f.name.startswith(".tmp-"):
+                st = f.stat()
+                out[f] = (st.st_ino, st.st_mtime_ns, st.st_size)
+    return out
+
+
+def _changed(before: dict, after: dict) -> int:
+    return sum(1 for f, sig in after.items() if before.get(f) != sig)
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _error_tail(exc, n: int = 8) -> str:
+    lines = [ANSI.sub("", ln) for ln in getattr(exc, "traceback", []) or []]
+    lines = [ln for chunk in lines for ln in chunk.splitlines() if ln.strip()]
+    return "\n".join("    " + ln for ln in lines[-n:])
+
+
+@contextlib.contextmanager
+def _env(key: str, value: str):
+    old = os.environ.get(key)
+    os.environ[key] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
+def render_report(cfg: StudyConfig, profile: str, console: Console) -> Path:
+    """``<out>/reports/index.html`` from the executed notebooks, the findings, the headline figure and
+    the references; then, where headless Chromium is installed, its first screen checked at 1366x768
+    and saved as ``reports/first_screen.png``."""
+    executed_dir = cfg.reports_dir / "executed"
+    findings = cfg.results_dir / "findings.md"
+    headline = cfg.figures_dir / HEADLINE_FIGURE
+    report = build_report([executed_dir / f"{nb}.ipynb" for nb in NOTEBOOKS], cfg.reports_dir / "index.html",
+                          REPORT_TITLE,
+                          intro=f"Profile `{profile}`, seed {cfg.seed}. Every number comes from the records in "
+                                f"`{display_path(cfg.results_dir)}/` that the notebooks wrote.",
+                          findings=findings.read_text() if findings.is_file() else "",
+                          headline=(headline, headline_caption(cfg)) if headline.is_file() else None,
+                          references=references_markdown())
+    if shutil.which("chromium") and shutil.which("chromedriver"):
+        try:
+            res = check_report(report, expected_anchors(executed_dir, list(NOTEBOOKS)),
+                               screenshot=cfg.reports_dir / "first_screen.png", first=True)
+            console.say(f"report checked in headless Chromium ({res['images']} images, {res['bytes'] / 1e6:.1f} MB); "
+                        f"first screen: {display_path(cfg.reports_dir / 'first_screen.png')}")
+        except (AssertionError, ImportError, OSError) as exc:
+            console.say(f"warning: report check: {exc}")
+    return report
+
+
 def run_chain(profile: str, *, out_dir: str | None = None, seed: int | None = None, device: str | None = None,
               overrides: dict | None = None, notebooks: list[str] | None = None, reuse: bool = True,
-              kernel: str = "python3", report: bool = True) -> Path | None:
+              kernel: str = "python3", report: bool = True, verbose: bool = False,
+              console: Console | None = None) -> Path | None:
     """Run the chain; returns the report path (or None without a report).
 
     The notebooks write into a working copy (``<out>/.chain-run/``) of the outputs; only when
     every notebook succeeded are its files moved over ``<out>``'s and the report rendered. A
     failing notebook leaves the last good models, results, figures and report untouched.
     ``reuse`` (the default) keeps checkpoints and evaluation records whose configuration hash
-    matches; ``reuse=False`` retrains and re-evaluates everything."""
+    matches; ``reuse=False`` retrains and re-evaluates everything. ``verbose``: papermill's log
+    (every cell, every output) instead of the progress lines."""
     import papermill as pm
 
+    console = console or Console.auto(verbose)
     cfg = load_config(profile, seed=seed, device=device, out_dir=out_dir, overrides=overrides)
     notebooks = list(notebooks or NOTEBOOKS)
     for nb in notebooks:
@@ -136,48 +266,69 @@ def run_chain(profile: str, *, out_dir: str | None = None, seed: int | None = No
             raise bad("notebooks", nb, f"choose from {', '.join(NOTEBOOKS)}")
     notebooks = [nb for nb in NOTEBOOKS if nb in notebooks]
     preflight(cfg, notebooks)
+    note = check_clean_checkout(cfg.out)
+    if note:
+        console.say(note)
     out, stage = cfg.out, cfg.out / STAGE_DIR
     stale = remove_stale_temporaries(out)
     if stale:
-        print(f"removed {stale} temporary file(s) left by an interrupted run")
+        console.say(f"removed {stale} temporary file(s) left by an interrupted run")
     stage_outputs(out, stage)
     stage_cfg = load_config(profile, seed=seed, device=device, out_dir=str(stage), overrides=overrides)
     executed_dir = cfg.reports_dir / "executed"
     executed_dir.mkdir(parents=True, exist_ok=True)
     params = {"profile": profile, "seed": cfg.seed, "device": cfg.device, "out_dir": display_path(stage),
               "overrides": overrides or {}, "reuse_checkpoints": reuse}
-    start = time.perf_counter()
+    console.say(f"profile {profile}: {len(notebooks)} notebook(s), outputs under {display_path(out)}/"
+                + ("" if console.mode == "verbose" else " (--verbose: the full log)"))
+    start, runs = time.perf_counter(), []
     for i, nb in enumerate(notebooks, 1):
         src, dst = NOTEBOOKS_DIR / f"{nb}.ipynb", executed_dir / f"{nb}.ipynb"
-        print(f"\n=== [{i}/{len(notebooks)}] {nb} (profile {profile}) ===", flush=True)
-        t0 = time.perf_counter()
+        progress_file = stage / "progress.json"
+        progress_file.unlink(missing_ok=True)
+        run = NotebookRun(nb, i, len(notebooks))
+        runs.append(run)
+        before = _snapshot(stage)
+        quiet = {} if console.mode == "verbose" else {
+            "kernel_manager_class": _quiet_kernel_manager(executed_dir / f"{nb}.kernel.log")}
+        console.start(run, progress_file)
+        ok = False
         try:
-            pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=kernel, cwd=str(NOTEBOOKS_DIR),
-                                log_output=True, progress_bar=False, report_mode=False)
+            with _env(PROGRESS_ENV, str(progress_file)):
+                pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=kernel, cwd=str(NOTEBOOKS_DIR),
+                                    log_output=console.mode == "verbose", progress_bar=False, report_mode=False,
+                                    **quiet, **console.engine_hooks())
+            ok = True
         except pm.PapermillExecutionError as exc:
+            run.failed_cell = exc.cell_index
+            console.set_files_written(_changed(before, _snapshot(stage)))
+            console.finish(False)
+            console.say("\n" + summary_table(runs, time.perf_counter() - start))
             print(f"\nFAILED: notebook {nb}.ipynb, cell {exc.cell_index} (execution count {exc.exec_count}): "
-                  f"{exc.ename}: {exc.evalue}\nThe executed copy with the error is {dst}\n"
-                  f"The last good outputs under {display_path(out)} are untouched; this run's partial outputs "
-                  f"are in {display_path(stage)}", file=sys.stderr)
+                  f"{exc.ename}: {exc.evalue}\n{_error_tail(exc)}\nThe executed copy with the error is "
+                  f"{display_path(dst)}\nThe last good outputs under {display_path(out)} are untouched; this run's "
+                  f"partial outputs are in {display_path(stage)}", file=sys.stderr, flush=True)
             raise SystemExit(1) from None
-        wall = time.perf_counter() - t0
-        record_timing(stage_cfg, nb, wall, reuse)
-        print(f"=== {nb} done in {wall:.1f}s ===", flush=True)
+        finally:
+            if not ok and run.wall_s is None:  # interrupted (Ctrl-C) or the kernel died: close the display
+                console.finish(False)
+        console.set_files_written(_changed(before, _snapshot(stage)))
+        console.finish(True)
+        record_timing(stage_cfg, nb, run.wall_s, reuse, run.did())
     changed = promote_outputs(stage, out)
-    print(f"outputs: {changed} file(s) written under {display_path(out)}")
     result = None
     executed = [executed_dir / f"{nb}.ipynb" for nb in NOTEBOOKS]
     if report and ANALYSE_NOTEBOOK in notebooks and all(p.is_file() for p in executed):
-        findings = cfg.results_dir / "findings.md"
-        result = build_report(executed, cfg.reports_dir / "index.html", REPORT_TITLE,
-                              intro=f"Profile `{profile}`, seed {cfg.seed}. Every number below comes from the "
-                                    f"records in `{display_path(cfg.results_dir)}/` that the notebooks wrote.",
-                              findings=findings.read_text() if findings.is_file() else "")
-        print(f"report: {result}")
-        if findings.is_file() and cfg.out.resolve() == ROOT.resolve():  # the committed profile: README too
-            update_readme_findings(ROOT / "README.md", findings.read_text())
-            print("README.md: findings block updated from results/findings.md")
-    print(f"chain finished in {time.perf_counter() - start:.1f}s", flush=True)
+        result = render_report(cfg, profile, console)
+    console.say("\n" + summary_table(runs, time.perf_counter() - start))
+    console.say(f"outputs: {changed} file(s) changed under {display_path(out)}/")
+    findings = cfg.results_dir / "findings.md"
+    committed = cfg.out.resolve() == ROOT.resolve()  # the committed outputs: the README's findings block too
+    if result is not None and findings.is_file() and committed and update_readme_findings(ROOT / "README.md",
+                                                                                          findings.read_text()):
+        console.say("README.md: findings block updated from results/findings.md")
+    if result is not None:
+        console.say(open_hint(display_path(result)))
     return result
 
 
@@ -196,13 +347,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old commands
     ap.add_argument("--kernel", default="python3", help="Jupyter kernel name")
     ap.add_argument("--no-report", action="store_true", help="do not render reports/index.html")
+    ap.add_argument("--verbose", action="store_true",
+                    help="papermill's full log (every cell and every output) instead of progress lines")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(message)s",
+                        stream=sys.stdout)
     try:
         out = None if args.out is None else display_path(Path(args.out).resolve())
         run_chain(args.profile, out_dir=out, seed=args.seed, device=args.device,
                   overrides=parse_set(args.set), notebooks=args.notebooks, reuse=not args.force,
-                  kernel=args.kernel, report=not args.no_report)
+                  kernel=args.kernel, report=not args.no_report, verbose=args.verbose)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

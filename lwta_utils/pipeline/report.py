@@ -1,17 +1,24 @@
 """One self-contained HTML report from the executed notebooks (nbconvert, offline), and its check.
 
-The executed notebooks are concatenated behind a title, the findings (``results/findings.md``,
-written from the records by ``07_analysis``) and a table of contents with every notebook and
-its sections. Figures are already embedded in the notebooks' outputs as PNG, and the page loads
-nothing from the network (nbconvert's MathJax and require.js tags are dropped: no notebook
-uses either), so it opens from disk in any browser.
+The first screen answers the study's question: the title, the headline figure
+(``figures/headline.png``, from the records) with a caption saying what to look at, and the
+findings (``results/findings.md``, at most ten lines); then a short table of contents, the
+executed notebooks (the claims table, the per-model tables and the details) and the references.
+Every figure gets a caption (a cell's ``caption`` metadata, else the first sentence of the text
+before it). The page loads nothing from the network (nbconvert's MathJax and require.js tags are
+dropped: no notebook uses either) and stays light: images are re-encoded for the screen (at most
+``MAX_IMAGE_WIDTH`` pixels wide, 256 colours when that is smaller) and a figure shown twice is
+embedded once.
 
     python -m lwta_utils.pipeline.report --check reports/index.html   # render in headless Chromium and check
 """
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import html as htmllib
+import io
 import logging
 import re
 import sys
@@ -31,12 +38,24 @@ EXTERNAL_SCRIPT = re.compile(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</scri
 NBCONVERT_ALT = 'alt="No description has been provided for this image"'
 
 
-# Tables of long text read better left-aligned, top-aligned, and scrolled sideways when wide.
+# Tables of long text read better left-aligned, top-aligned, and scrolled sideways when wide; the
+# headline figure fits the first screen with the title and the start of the findings.
 REPORT_CSS = """<style>
-.jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { text-align: left !important; vertical-align: top; max-width: 28em; }
+.jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th {
+  text-align: left !important; vertical-align: top; max-width: 28em; }
 .jp-RenderedHTML { overflow-x: auto; }
+.jp-RenderedHTMLCommon h1:first-child { font-size: 1.6em; margin: 0.2em 0 0.3em 0; }
+#headline { margin: 0; }
+#headline img { max-height: 52vh; max-width: 100%; width: auto; height: auto; display: block; }
+#headline figcaption, .figure-caption { font-size: 0.85em; color: #444; margin: 0.2em 0 0.6em 0; max-width: 60em; }
+.jp-Cell:first-child { padding-top: 0; }
 </style>
 """
+
+MAX_IMAGE_WIDTH = 1200  # pixels: the report's column is narrower on common screens
+REPORT_BUDGET = 2_400_000  # bytes: images lose colours (256, 128, 64) until the page fits, under 2.5 MB
+COLOURS = (256, 128, 64)
+FIRST_SCREEN = (1366, 768)
 
 
 def _anchor(*parts: str) -> str:
@@ -80,27 +99,81 @@ def _with_anchors(source: str, stem: str) -> str:
     return "\n".join(out)
 
 
-def combine_notebooks(paths: list[Path], title: str, intro: str = "", findings: str = "") -> nbformat.NotebookNode:
-    """One notebook: title, intro, findings, contents (notebooks and their sections), then every
-    notebook's shown cells behind an anchor; cells tagged 'parameters' or 'report-hide' are left out."""
-    nbs = [(p, nbformat.read(p, as_version=4)) for p in paths]
-    toc = []
+def _image_outputs(cell) -> bool:
+    return any(k.startswith("image/") for o in cell.get("outputs", []) for k in o.get("data", {}))
+
+
+def _first_sentence(markdown: str) -> str:
+    text = " ".join(line for line in markdown.splitlines() if line.strip() and not line.startswith("#"))
+    text = re.sub(r"<[^>]+>", "", text).strip()
+    m = re.match(r"(.+?[.!?])(\s|$)", text)
+    return (m.group(1) if m else text)[:400]
+
+
+def caption_of(cell, last_markdown: str) -> str:
+    """A figure's caption: the cell's ``caption`` metadata, else the first sentence of the text
+    before it."""
+    return cell.get("metadata", {}).get("caption") or _first_sentence(last_markdown)
+
+
+def _headline_html(headline: tuple[Path, str] | None) -> str:
+    if headline is None or not Path(headline[0]).is_file():
+        return ""
+    path, caption = Path(headline[0]), headline[1]
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (f'<figure id="headline"><img src="data:image/png;base64,{data}" alt="Headline figure: per defense, '
+            f'our accuracy under the standard attack and under the strongest evaluation beside the claimed number, '
+            f'coloured by verdict"><figcaption>{htmllib.escape(caption)}</figcaption></figure>\n\n')
+
+
+def _contents(nbs, key_sections: list[tuple[str, str]]) -> str:
+    lines = []
+    if key_sections:
+        lines.append("- " + " · ".join(f"[{text}](#{anchor})" for text, anchor in key_sections))
     for i, (p, nb) in enumerate(nbs, 1):
-        toc.append(f"{i}. [{_title_of(nb) or p.stem}](#{notebook_anchor(p.stem)})")
-        toc += [f"    - [{s}](#{section_anchor(p.stem, s)})" for s in sections(nb)]
-    head = (f"# {title}\n\n{intro}\n\nGenerated {time.strftime('%Y-%m-%d %H:%M')} from commit `{git_sha()}`.\n\n"
-            f'<a id="findings"></a>\n\n## Findings\n\n{findings or "No findings yet: run 07_analysis."}\n\n'
-            f'<a id="contents"></a>\n\n## Contents\n\n' + "\n".join(toc) + "\n")
+        secs = sections(nb)
+        inner = (": " + " · ".join(f"[{s}](#{section_anchor(p.stem, s)})" for s in secs)) if secs else ""
+        lines.append(f"- [{_title_of(nb) or p.stem}](#{notebook_anchor(p.stem)}){inner}")
+    return "\n".join(lines)
+
+
+KEY_SECTIONS = ("Claims versus reproduced", "Per defense: standard versus strongest attack", "RobustBench entries")
+
+
+def combine_notebooks(paths: list[Path], title: str, intro: str = "", findings: str = "",
+                      headline: tuple[Path, str] | None = None, references: str = "") -> nbformat.NotebookNode:
+    """One notebook: title, headline figure (``headline``: the PNG and its caption), findings, a short
+    contents (the key sections, then each notebook with its sections on one line), the intro, every
+    notebook's shown cells behind an anchor (cells tagged 'parameters' or 'report-hide' left out; a
+    figure followed by its caption), then the references."""
+    nbs = [(p, nbformat.read(p, as_version=4)) for p in paths]
+    key = [(s, section_anchor(p.stem, s)) for p, nb in nbs for s in sections(nb) if s in KEY_SECTIONS]
+    key += [("References", "references")] if references else []
+    head = (f"# {title}\n\n{_headline_html(headline)}"
+            f'<a id="findings"></a>\n\n## Findings\n\n{findings or "No findings yet: run the analysis notebook."}\n\n'
+            f'<a id="contents"></a>\n\n## Contents\n\n{_contents(nbs, key)}\n\n'
+            f"{intro} Generated {time.strftime('%Y-%m-%d %H:%M')} from commit `{git_sha()}`.\n")
     out = nbformat.v4.new_notebook()
     out.cells.append(nbformat.v4.new_markdown_cell(head))
     for p, nb in nbs:
         out.cells.append(nbformat.v4.new_markdown_cell(f'<a id="{notebook_anchor(p.stem)}"></a>\n\n---\n'))
+        last_markdown = ""
         for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                last_markdown = cell.source
             if not _shown(cell):
                 continue
             if cell.cell_type == "markdown":
                 cell = nbformat.from_dict({**cell, "source": _with_anchors(cell.source, p.stem)})
             out.cells.append(cell)
+            if cell.cell_type == "code" and _image_outputs(cell):
+                caption = caption_of(cell, last_markdown)
+                if caption:
+                    out.cells.append(nbformat.v4.new_markdown_cell(
+                        f'<p class="figure-caption">{htmllib.escape(caption)}</p>'))
+    if references:
+        out.cells.append(nbformat.v4.new_markdown_cell(f'<a id="references"></a>\n\n---\n\n## References\n\n'
+                                                       f"{references}\n"))
     out.metadata = nbs[0][1].metadata if nbs else {}
     return out
 
@@ -119,11 +192,62 @@ def _alt_texts(html: str) -> str:
     return "".join(out) + html[pos:]
 
 
-def build_report(paths: list[Path], out_html: Path, title: str, intro: str = "", findings: str = "") -> Path:
+def _reencode_png(raw: bytes, max_width: int = MAX_IMAGE_WIDTH, colours: int = 256) -> bytes:
+    """``raw`` at most ``max_width`` pixels wide, with ``colours`` colours when that is smaller
+    (figures of flat colours lose nothing visible at 256); the original when nothing is gained."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(raw))
+    img.load()
+    if img.width > max_width:
+        img = img.resize((max_width, round(img.height * max_width / img.width)), Image.LANCZOS)
+    rgb = img.convert("RGB") if img.mode not in ("RGB", "L") else img
+    best = raw
+    for candidate in (rgb, rgb.quantize(colors=colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)):
+        buf = io.BytesIO()
+        candidate.save(buf, format="PNG", optimize=True)
+        if len(buf.getvalue()) < len(best):
+            best = buf.getvalue()
+    return best
+
+
+IMG_TAG = re.compile(r'<img\b[^>]*?src="data:image/png;base64,([A-Za-z0-9+/=\s]+)"[^>]*>', re.I)
+
+
+def lighten_images(html: str, max_width: int = MAX_IMAGE_WIDTH, budget: int = REPORT_BUDGET) -> str:
+    """Re-encode every embedded PNG for the screen (see ``_reencode_png``: 256 colours, or 128 and
+    then 64 while the page is over ``budget`` bytes) and embed a figure shown twice only once: the
+    later copy becomes a link to the first."""
+    matches = list(IMG_TAG.finditer(html))
+    first: dict[str, int] = {}
+    for i, m in enumerate(matches):
+        first.setdefault(hashlib.sha1(m.group(1).encode()).hexdigest(), i)
+    raw = {d: base64.b64decode(matches[i].group(1)) for d, i in first.items()}
+    for colours in COLOURS:
+        small = {d: base64.b64encode(_reencode_png(r, max_width, colours)).decode() for d, r in raw.items()}
+        out, pos = [], 0
+        for i, m in enumerate(matches):
+            digest = hashlib.sha1(m.group(1).encode()).hexdigest()
+            out.append(html[pos:m.start()])
+            anchor = f"figure-{first[digest] + 1}"
+            if first[digest] != i:
+                out.append(f'<p class="figure-caption">(The same figure as <a href="#{anchor}">above</a>.)</p>')
+            else:
+                tag = m.group(0).replace(m.group(1), small[digest])
+                out.append(tag if " id=" in tag else tag.replace("<img", f'<img id="{anchor}"', 1))
+            pos = m.end()
+        text = "".join(out) + html[pos:]
+        if len(text.encode()) <= budget:
+            break
+    return text
+
+
+def build_report(paths: list[Path], out_html: Path, title: str, intro: str = "", findings: str = "",
+                 headline: tuple[Path, str] | None = None, references: str = "") -> Path:
     """Render the executed notebooks ``paths`` into one self-contained HTML file (written atomically)."""
     from nbconvert import HTMLExporter
 
-    nb = combine_notebooks(paths, title, intro, findings)
+    nb = combine_notebooks(paths, title, intro, findings, headline, references)
     exporter = HTMLExporter(template_name="lab")
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
@@ -134,7 +258,7 @@ def build_report(paths: list[Path], out_html: Path, title: str, intro: str = "",
     finally:
         exporter.log.setLevel(level)
     html = _alt_texts(EXTERNAL_SCRIPT.sub("", html)).replace("</head>", REPORT_CSS + "</head>", 1)
-    return write_text(out_html, html)
+    return write_text(out_html, lighten_images(html))
 
 
 FINDINGS_START, FINDINGS_END = "<!-- findings:start -->", "<!-- findings:end -->"
@@ -154,18 +278,27 @@ def update_readme_findings(readme: Path, findings: str) -> bool:
 
 def expected_anchors(notebooks_dir: Path, stems: list[str]) -> list[str]:
     """The anchors a complete report has: findings, contents, each notebook and each of its sections
-    (read from the notebooks in ``notebooks_dir``: the sources or their executed copies)."""
+    (read from the notebooks in ``notebooks_dir``: the sources or their executed copies), references."""
     out = ["findings", "contents"]
     for stem in stems:
         nb = nbformat.read(Path(notebooks_dir) / f"{stem}.ipynb", as_version=4)
         out += [notebook_anchor(stem)] + [section_anchor(stem, s) for s in sections(nb)]
-    return out
+    return out + ["references"]
 
 
-def check_report(path: Path, anchors: list[str], min_images: int = 1, screenshot: Path | None = None) -> dict:
-    """Open ``path`` in headless Chromium (Debian's chromium and chromedriver) and check it: every
-    anchor is present, every image decoded, no console error, nothing fetched from the network.
-    Returns what was measured; raises AssertionError naming the first problem."""
+FIRST_SCREEN_JS = """
+const box = e => { if (!e) return null; const r = e.getBoundingClientRect(); return [r.top, r.bottom]; };
+const img = document.querySelector('#headline img');
+const heading = Array.from(document.querySelectorAll('h2')).find(h => h.textContent.startsWith('Findings'));
+let text = heading ? heading.nextElementSibling : null;
+return {height: window.innerHeight, width: window.innerWidth,
+        title: box(document.querySelector('h1')), figure: box(img),
+        figure_ok: !!img && img.complete && img.naturalWidth > 0,
+        findings_heading: box(heading), findings_text: box(text)};
+"""
+
+
+def _driver(size: tuple[int, int]):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -173,10 +306,44 @@ def check_report(path: Path, anchors: list[str], min_images: int = 1, screenshot
     opts.binary_location = "/usr/bin/chromium"
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1400,1000"):
+                 "--hide-scrollbars", f"--window-size={size[0]},{size[1]}"):
         opts.add_argument(flag)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+
+
+def first_screen(driver, size: tuple[int, int] = FIRST_SCREEN) -> dict:
+    """Make the viewport ``size`` (CSS pixels), scroll to the top and measure where the title, the
+    headline figure and the findings sit."""
+    for _ in range(3):
+        inner = driver.execute_script("return [window.innerWidth, window.innerHeight];")
+        if list(inner) == list(size):
+            break
+        outer = driver.get_window_size()
+        driver.set_window_size(outer["width"] + size[0] - inner[0], outer["height"] + size[1] - inner[1])
+    driver.execute_script("window.scrollTo(0, 0);")
+    return driver.execute_script(FIRST_SCREEN_JS)
+
+
+def check_first_screen(m: dict, path: Path) -> None:
+    """The title, the whole headline figure and the start of the findings are visible without scrolling."""
+    h = m["height"]
+    assert m["title"] and 0 <= m["title"][0] < h, f"{path}: the title is not on the first screen ({m})"
+    assert m["figure"] and m["figure_ok"], f"{path}: no headline figure ({m})"
+    assert 0 <= m["figure"][0] and m["figure"][1] <= h, \
+        f"{path}: the headline figure is not all on the first screen ({m})"
+    for key in ("findings_heading", "findings_text"):
+        assert m[key] and m[key][0] < h, f"{path}: the findings do not start on the first screen ({m})"
+
+
+def check_report(path: Path, anchors: list[str], min_images: int = 1, screenshot: Path | None = None,
+                 first: bool = False) -> dict:
+    """Open ``path`` in headless Chromium (Debian's chromium and chromedriver) and check it: every
+    anchor is present, every image decoded, no console error, nothing fetched from the network; with
+    ``first``, at 1366x768 the title, the headline figure and the start of the findings are on the
+    first screen (and ``screenshot`` saves that screen). Returns what was measured; raises
+    AssertionError naming the first problem."""
+    driver = _driver(FIRST_SCREEN if first else (1400, 1000))
     try:
         driver.get(Path(path).resolve().as_uri())
         found = driver.execute_script("return arguments[0].filter(a => document.getElementById(a) !== null);", anchors)
@@ -186,7 +353,9 @@ def check_report(path: Path, anchors: list[str], min_images: int = 1, screenshot
             "return performance.getEntriesByType('resource').map(r => r.name).filter(n => /^https?:/.test(n));")
         errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         title = driver.title
+        screen = first_screen(driver) if first else None
         if screenshot is not None:
+            Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
             driver.save_screenshot(str(screenshot))
     finally:
         driver.quit()
@@ -197,19 +366,22 @@ def check_report(path: Path, anchors: list[str], min_images: int = 1, screenshot
     assert not broken, f"{path}: {len(broken)} images did not decode: {broken[:3]}"
     assert not errors, f"{path}: console errors: {errors[:3]}"
     assert not resources, f"{path}: fetched from the network: {resources[:3]}"
-    return {"title": title, "anchors": len(found), "images": len(images), "console_errors": 0}
+    if screen is not None:
+        check_first_screen(screen, path)
+    return {"title": title, "anchors": len(found), "images": len(images), "console_errors": 0,
+            "first_screen": screen, "bytes": Path(path).stat().st_size}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lwta_utils.pipeline.report", description=__doc__.splitlines()[0])
     ap.add_argument("--check", required=True, help="the report to open in headless Chromium")
     ap.add_argument("--notebooks", default=None, help="the notebooks whose sections it must hold (default: notebooks/)")
-    ap.add_argument("--screenshot", default=None, help="also save a screenshot of the top of the page")
+    ap.add_argument("--screenshot", default=None, help="also save a screenshot of the first screen (1366x768)")
     args = ap.parse_args(argv)
     report = Path(args.check)
     try:
         res = check_report(report, expected_anchors(Path(args.notebooks or NOTEBOOKS_DIR), list(NOTEBOOKS)),
-                           screenshot=Path(args.screenshot) if args.screenshot else None)
+                           screenshot=Path(args.screenshot) if args.screenshot else None, first=True)
     except AssertionError as exc:
         print(f"report check FAILED: {exc}", file=sys.stderr)
         return 1
