@@ -336,7 +336,8 @@ def test_the_step_writes_records_and_reuses_them(tmp_path, capsys):
         "released.n_images": 4, "released.batch_size": 4, "released.draws": 2, "released.attack_draws": 1,
         "released.n_gradients": 2, "released.n_saved_examples": 2, "released.authors_attack": authors,
         "released.attacks": [{"name": "pgd_linf", "id": "pgd20_st", "eps": [8 / 255], "steps": 2,
-                              "step_size": 2 / 255, "gradient": "straight_through"}]})
+                              "step_size": 2 / 255, "gradient": "straight_through"}],
+        "released.cascade": ["pgd20_st"]})  # the adaptive cascade's hook (a one-step cascade)
     summary = released_checkpoint(cfg)
     from lwta_utils.core.jsonfiles import read_versioned
     payload = read_versioned(tmp_path / "results" / f"eval_{R.name}.json", "evaluation")
@@ -344,6 +345,7 @@ def test_the_step_writes_records_and_reuses_them(tmp_path, capsys):
     assert set(recs) == {"none", "pgd20_authors", "pgd20_st", "worst_case"}
     assert all(r["dataset"] == "cifar10" and r["split"] == "test (first 4)" for r in recs.values())
     assert recs["none"]["draws"] == 2 and recs["pgd20_st"]["draws"] == 1
+    assert recs["pgd20_authors"]["cascade_step"] == 0 and recs["pgd20_st"]["cascade_step"] == 1
     assert payload["config_hash"] == summary["config_hash"]
     assert [g["gradient"] for g in summary["gradients"]] == ["relaxed", "straight_through"]
     assert summary["loading"]["n_ignored"] == 70 and summary["loading"]["ignored_prefixes"] == ["sub_block1"]

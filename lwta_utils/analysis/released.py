@@ -43,11 +43,19 @@ def _eps255(eps: float) -> str:
     return "0" if eps == 0 else f"{eps * 255:g}/255"
 
 
+def _robust(r) -> str:
+    """The share of images correct in every draw (%), with its Wilson interval where the record has one."""
+    lo, hi = r.get("robust_ci_low"), r.get("robust_ci_high")
+    ci = f" [{_pct(lo)}, {_pct(hi)}]" if lo is not None and hi is not None and lo == lo and hi == hi else ""
+    return f"{_pct(r['worst_accuracy'])}{ci}"
+
+
 def released_table(cfg) -> pd.DataFrame | None:
     """Every record of the released checkpoint: accuracy (mean over draws, %, with its 95% Wilson
-    interval and the sd over draws), the share of images correct in every draw (robust), the
-    number of images and draws, the wall time, and the authors' own number where they report one
-    (``released.reported``) with our difference to it."""
+    interval and the sd over draws), the share of images correct in every draw (robust, with its
+    interval), the number of images (and, for a step of the cascade, its position and how many
+    images it attacked) and draws, the wall time, and the authors' own number where they report
+    one (``released.reported``) with our difference to it."""
     df = released_records(cfg)
     if df is None:
         return None
@@ -59,8 +67,11 @@ def released_table(cfg) -> pd.DataFrame | None:
                      "accuracy % (mean over draws) [95% CI]": f"{_pct(r['accuracy'])} [{_pct(r['ci_low'])}, "
                                                               f"{_pct(r['ci_high'])}]",
                      "sd over draws": _pct(r["accuracy_sd"]),
-                     "correct in every draw %": _pct(r["worst_accuracy"]),
+                     "correct in every draw % [95% CI]": _robust(r),
                      "n": int(r["n_examples"]), "draws": int(r["draws"]),
+                     "cascade step (attacked)": (f"{int(r['cascade_step'])} ({int(r['n_attacked'])})"
+                                                 if r.get("cascade_step", 0) and r["cascade_step"] == r["cascade_step"]
+                                                 else ""),
                      "authors' number %": f"{theirs:.2f}" if theirs is not None else "",
                      "ours - theirs (points)": f"{100 * r['accuracy'] - theirs:+.1f}" if theirs is not None else "",
                      "wall s": f"{r['wall_time_s']:.0f}"})

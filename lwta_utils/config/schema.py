@@ -447,6 +447,9 @@ class ReleasedConfig:
     authors_attack: the authors' kind of attack, run first: PGD-20, eps 8/255, step 2/255, random
         start, the model's own (relaxed) gradient, model in eval mode.
     attacks: the attack suite (entries as ``eval.attacks``; ``n_examples`` a prefix of ``n_images``).
+    cascade: the ids of the attacks (of ``authors_attack`` and ``attacks``) run as the adaptive cascade
+        at ``eps`` (as ``eval.cascade``: each on the images still robust after the previous ones, the
+        strongest perturbation kept per image); empty: every attack runs on its own.
     n_gradients: images of the two-pass input-gradient cosines (relaxed and straight-through).
     n_saved_examples: images whose adversarial examples are kept for the grid (``results/examples_<name>.npz``).
     example_attacks: the attack ids whose adversarial examples at ``eps`` are kept (ids not run are skipped).
@@ -475,6 +478,7 @@ class ReleasedConfig:
     eps: float = 8 / 255
     authors_attack: AttackConfig = field(default_factory=_authors_attack)
     attacks: list[AttackConfig] = field(default_factory=list)
+    cascade: list[str] = field(default_factory=list)
     n_gradients: int = 200
     n_saved_examples: int = 32
     example_attacks: list[str] = field(default_factory=lambda: ["pgd20_authors", "pgd20_st"])

@@ -190,6 +190,16 @@ def validate_released(p: str, r: ReleasedConfig, cfg: StudyConfig) -> None:
         if atk.key in keys or atk.key == "none":
             raise bad(f"{q}.id", atk.key, "ids must be unique (and not 'none'): give each entry its own id")
         keys.append(atk.key)
+    for i, key in enumerate(r.cascade):
+        check_choice(f"{p}.cascade[{i}]", key, keys)
+        atk = entries[keys.index(key)][1]
+        if len(atk.eps) != 1 or abs(atk.eps[0] - r.eps) > 1e-9:
+            raise bad(f"{p}.cascade[{i}]", key, f"a cascade attack runs at {p}.eps only: give it eps [{r.eps:g}] "
+                      f"(it has {atk.eps})")
+        if ATTACKS.lookup(f"{p}.cascade[{i}]", atk.name).norm != "linf" or atk.options.get("norm", "linf") != "linf":
+            raise bad(f"{p}.cascade[{i}]", key, "the cascade is a Linf suite")
+        if key in r.cascade[:i]:
+            raise bad(f"{p}.cascade[{i}]", key, "each attack once")
     if not any(abs(e - r.eps) < 1e-9 for e in r.authors_attack.eps):
         raise bad(f"{p}.authors_attack.eps", r.authors_attack.eps, f"must include the threat model's eps {r.eps:g} "
                   f"({p}.eps); a profile that sets authors_attack gives it in full (a field left out takes "

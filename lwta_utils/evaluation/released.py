@@ -215,7 +215,7 @@ def load_released_images(files: ReleasedFiles, r: ReleasedConfig) -> tuple[torch
 
 
 HASHED_FIELDS = ("checkpoint_md5", "images_md5", "n_images", "batch_size", "draws", "attack_draws", "eps",
-                 "authors_attack", "attacks", "n_gradients", "n_saved_examples", "example_attacks")
+                 "authors_attack", "attacks", "cascade", "n_gradients", "n_saved_examples", "example_attacks")
 
 
 def released_hash(r: ReleasedConfig, seed: int, sanity=None) -> str:
@@ -288,8 +288,8 @@ def evaluate_released(model: nn.Module, x: torch.Tensor, y: torch.Tensor, r: Rel
     1. clean accuracy over ``r.draws`` forward passes (mean +- sd; the clean record), the
        winners drawn from an evaluation generator of their own;
     2. every attack of ``[r.authors_attack, *r.attacks]``, each image classified ``r.attack_draws``
-       times after it, and the per-image worst case over the Linf attacks at ``r.eps``
-       (``evaluate_model``: the one call the adaptive cascade replaces).
+       times after it (those of ``r.cascade`` as the adaptive cascade at ``r.eps``), and the
+       per-image worst case at ``r.eps`` (``evaluate_model``).
 
     Returns the evaluation (the clean record, probabilities and correctness are those of the
     ``r.draws`` passes) and the clean draw statistics with the wall times."""
@@ -306,7 +306,8 @@ def evaluate_released(model: nn.Module, x: torch.Tensor, y: torch.Tensor, r: Rel
               f"[{100 * clean.ci_low:.1f}, {100 * clean.ci_high:.1f}], correct in every draw "
               f"{100 * clean.worst_accuracy:.1f}% ({clean_wall:.1f}s)", flush=True)
     ev = evaluate_model(model, x, y, suite_attacks(r), batch_size=r.batch_size, seed=seed, meta=meta,
-                        draws=r.attack_draws, headline_eps=r.eps, example_attacks=tuple(r.example_attacks),
+                        draws=r.attack_draws, headline_eps=r.eps, cascade=tuple(r.cascade),
+                        example_attacks=tuple(r.example_attacks),
                         n_saved_examples=r.n_saved_examples, progress=progress)
     ev.correct["none_attack_draws@0"] = ev.correct["none@0"]  # the clean pass of the suite's own draws
     ev.correct["none@0"] = correct
