@@ -69,6 +69,13 @@ def fmt_seconds(s: float) -> str:
     return f"{h}h {m:02d}m"
 
 
+def _size() -> dict:
+    """tqdm's ``ncols`` and ``nrows``: the terminal's size, or 100 x 20 where it does not say (a
+    pseudo-terminal of size 0, in which tqdm would draw nothing)."""
+    cols, rows = shutil.get_terminal_size((100, 20))
+    return {"ncols": cols if cols >= 40 else 100, "nrows": rows if rows >= 5 else 20}
+
+
 def _code_line(source: str) -> str:
     """The cell's code on one line (its statements joined by '; ', comments left out)."""
     return "; ".join(ln.strip() for ln in source.splitlines() if ln.strip() and not ln.strip().startswith("#"))
@@ -122,7 +129,8 @@ class Console:
             return
         if self.mode == "bars":
             self._bar = tqdm(total=1, desc=f"[{run.index}/{run.of}] {run.name:<24}", file=self.stream, leave=True,
-                             position=0, bar_format="{desc} {n}/{total} cells |{bar:12}| {elapsed}  {postfix}")
+                             position=0, **_size(), bar_format="{desc} {n}/{total} cells |{bar:12}| {elapsed}"
+                                                                    "{postfix}")
         self._stop.clear()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
@@ -171,7 +179,7 @@ class Console:
                     self.say(f"      {run.name} {run.cells_done}/{run.cells_total} cells "
                              f"{fmt_seconds(time.monotonic() - run.started)}: {status[:100]}")
                 continue
-            width = shutil.get_terminal_size((100, 20)).columns
+            width = _size()["ncols"]
             bar = self._bar
             bar.total, bar.n = max(run.cells_total, 1), run.cells_done
             room = max(10, width - len(bar.desc) - 40)
@@ -186,7 +194,7 @@ class Console:
             return
         if self._inner is None or self._inner_id != b["id"]:
             self._close_inner()
-            self._inner = tqdm(total=b["total"], file=self.stream, leave=False, position=1, smoothing=0,
+            self._inner = tqdm(total=b["total"], file=self.stream, leave=False, position=1, smoothing=0, **_size(),
                                bar_format="    {desc} {percentage:3.0f}%|{bar:20}| {n}/{total} "
                                           "[{elapsed}<{remaining}]")
             self._inner_id = b["id"]
