@@ -48,6 +48,14 @@ from lwta_utils.analysis.figures import (
 )
 from lwta_utils.analysis.findings import findings
 from lwta_utils.analysis.headline import headline_frame, plot_headline
+from lwta_utils.analysis.ibp_probes import (
+                                                ibp_compression,
+                                                ibp_layer_table,
+                                                ibp_model_names,
+                                                ibp_summary_table,
+                                                ibp_threshold_table,
+                                                plot_stick_breaking,
+)
 from lwta_utils.analysis.lwta_probes import (
                                                 draw_statistics,
                                                 gradient_statistics,
@@ -68,7 +76,8 @@ from lwta_utils.analysis.released import (
 )
 from lwta_utils.analysis.robustbench import robustbench
 from lwta_utils.analysis.sources import references
-from lwta_utils.analysis.tables import accuracy_table, headline_table, overhead_table, sanity_table
+from lwta_utils.analysis.tables import (accuracy_table, cascade_table, comparisons_table, headline_table,
+                                        overhead_table, sanity_table, seeds_table)
 from lwta_utils.config import StudyConfig, load_config
 from lwta_utils.core.errors import ConfigError
 from lwta_utils.core.switches import set_switches, switches
@@ -86,5 +95,6 @@ __all__ = ["released_checkpoint", "released_table", "released_authors_table", "r
            "plot_winner_stats", "set_switches", "switches", "gamma_schedule_table", "kwta_layer_table",
            "mixed_branch_table", "noise_statistics", "pni_alpha_table", "training_history_table", "wca_table",
            "headline_table", "sanity_table", "claims_table", "seed001_table", "plot_adversarial_examples",
-           "plot_overhead", "overhead_table", "plot_headline", "headline_frame", "robustbench",
-           "references"]
+           "plot_overhead", "overhead_table", "cascade_table", "comparisons_table", "seeds_table", "ibp_compression", "ibp_layer_table", "ibp_model_names",
+           "ibp_summary_table", "ibp_threshold_table", "plot_stick_breaking", "plot_headline", "headline_frame",
+           "robustbench", "references"]

@@ -11,13 +11,13 @@ BENCHMARKS = {
     "bench_lwta.py": ("relu", "lwta", "lwta_eager", "lwta_generic", "direct_gumbel_softmax"),
     "bench_kwta.py": ("relu", "kwta", "kwta_topk", "kwta_scatter", "kwta_official",
                       "official / auto (x faster)"),
-    "bench_attacks.py": ("ours", "foolbox", "torchattacks", "foolbox / ours", "torchattacks / ours"),
+    "bench_attacks.py": ("ours", "foolbox", "torchattacks", "ours / foolbox", "ours / torchattacks", "EOT 3, batch 32"),
     "bench_defenses.py": ("relu_std", "lwta_std", "kwta_std", "pni_pgdat", "wca", "sparta_pgdat",
                           "kwta_official_kernel"),
     "bench_paper.py": ("relu_fp32", "relu_bf16_cl", "lwta_fp32", "lwta_bf16_cl", "relu: ",
                        "full recipe, lwta_bf16_cl"),
 }
-ARGS = {"bench_defenses.py": ["--profile", "smoke"], "bench_attacks.py": [],
+ARGS = {"bench_defenses.py": ["--profile", "smoke"], "bench_attacks.py": ["--steps", "3", "--eot", "3"],
         "bench_paper.py": ["--batch", "2", "--width", "1", "--attack-steps", "1"]}
 
 

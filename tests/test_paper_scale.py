@@ -82,25 +82,27 @@ def test_paper_profile_is_the_papers_recipe():
     assert (cfg.data.name, cfg.data.n_train, cfg.data.n_val, cfg.data.n_test) == ("cifar10", 45000, 5000, 10000)
     assert (cfg.compute.amp, cfg.compute.channels_last) == ("bf16", True)
     ids = {a.key for a in cfg.eval.attacks}
-    assert {"autoattack", "pgd_linf_eot", "pgd_linf_bpda", "transfer", "square"} <= ids
+    assert {"autoattack", "pgd_st", "apgd_ce_st", "transfer", "square"} <= ids and set(cfg.eval.cascade) <= ids
 
 
 def tiny_paper_overrides(root) -> list[str]:
     """The paper profile with tiny steps: 16 training images, one PGD step, cheap attacks."""
     cfg = lu.load_config("paper")
     sets = [f"data.root={root}", "data.n_train=16", "data.n_val=10", "data.n_test=10", "eval.n_examples=10",
-            "eval.draws=2", "eval.sanity.n_examples=4",
+            "eval.draws=2", "eval.sanity.n_examples=4", "eval.cascade=[]",
             "eval.attacks=[{name: fgsm, eps: [0.031373]}, "
             "{name: pgd_linf, eps: [0.031373], steps: 2, step_size: 0.01}]"]
-    for name in cfg.models:
+    for name in cfg.models:  # the smallest WideResNet that runs the same code: depth 10 (one block per group)
         sets += [f"models.{name}.train.{k}" for k in
                  ("epochs=1", "batch_size=8", "adversarial.steps=1", "val_attack_steps=1", "milestones=[0]")]
+        sets += [f"models.{name}.depth=10", f"models.{name}.widen_factor={min(cfg.models[name].widen_factor, 2)}"]
     return sets
 
 
 def test_paper_profile_starts_here_with_tiny_steps(tmp_path, fake_cifar10):
-    """The whole chain on the paper profile, unchanged but for sizes and steps: six WRN-34 models
-    (widths 1, 5, 10) trained with bf16 autocast and channels-last on the CPU, evaluated, reported."""
+    """The whole chain on the paper profile, unchanged but for sizes and steps: its six WideResNet models
+    at the smallest shapes that run the same code (depth 10, widths 1 and 2), trained with bf16 autocast
+    and channels-last on the CPU, evaluated, reported."""
     root = fake_cifar10[0]
     out = tmp_path / "paper"
     proc = subprocess.run([PY, "-m", "lwta_utils.pipeline", "--profile", "paper", "--out", str(out),
@@ -176,7 +178,9 @@ DDP_SETS = ["models.relu_std.train.optimizer=sgd", "models.relu_std.train.lr=0.0
             "eval.headline_eps=0.1",
             "eval.attacks=[{name: fgsm, eps: [0.1]}, {name: pgd_linf, eps: [0.1], steps: 5, step_size: 0.05, "
             "random_start: false}, {id: pgd_prefix, name: pgd_linf, eps: [0.2], steps: 5, step_size: 0.05, "
-            "random_start: false, n_examples: 51}]"]
+            "random_start: false, n_examples: 51}, {id: pgd_casc, name: pgd_linf, eps: [0.1], steps: 3, "
+            "step_size: 0.05, random_start: false}, {id: fgsm_casc, name: fgsm, eps: [0.1]}]",
+            "eval.cascade=[fgsm_casc, pgd_casc]"]
 
 
 def test_two_cpu_processes_match_one(tmp_path):
@@ -206,6 +210,9 @@ def test_two_cpu_processes_match_one(tmp_path):
     assert [(r["attack"], r["eps"], r["n_examples"], r["n_correct"]) for r in r1] == \
         [(r["attack"], r["eps"], r["n_examples"], r["n_correct"]) for r in r2]
     assert r1[-1]["attack"] == "worst_case" and r1[3]["attack"] == "pgd_prefix" and r1[3]["n_examples"] == 51
+    steps = [(r["attack"], r["n_attacked"], r["attack_params"]["n_fooled"]) for r in r1 if r["cascade_step"]]
+    assert steps == [(r["attack"], r["n_attacked"], r["attack_params"]["n_fooled"]) for r in r2 if r["cascade_step"]]
+    assert [a for a, _, _ in steps] == ["fgsm_casc", "pgd_casc"]  # the cascade, sharded and merged
     c1, c2 = (np.load(o / "results" / "correct_relu_std.npz") for o in (one, two))
     assert all(np.array_equal(c1[k], c2[k]) for k in c1.files)
 
@@ -220,7 +227,7 @@ def test_launch_rejects_bad_arguments_before_any_work(tmp_path):
 
 # -- resume --------------------------------------------------------------------------------------------
 
-RESUME_SETS = ["models.lwta_pgdat.train.epochs=3", "data.n_train=400", "num_threads=1",
+RESUME_SETS = ["models.lwta_pgdat.train.epochs=2", "data.n_train=256", "num_threads=1",
                "compute.deterministic=true", "compute.state_every_steps=2"]
 
 
@@ -240,7 +247,7 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
     proc.wait()
     assert state.exists() and not (cut / "models" / "lwta_pgdat.pt").exists(), "killed too late"
     saved = torch.load(state, map_location="cpu", weights_only=False)
-    assert (saved["epoch"], saved["step"]) < (3, 0)
+    assert (saved["epoch"], saved["step"]) < (2, 0)
     resumed = launch(*args, "--out", str(cut))
     assert resumed.returncode == 0 and "resuming from" in resumed.stdout + resumed.stderr
     a, b = weights(whole / "models" / "lwta_pgdat.pt"), weights(cut / "models" / "lwta_pgdat.pt")

@@ -9,17 +9,19 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from lwta_utils.core.jsonfiles import read_versioned, write_versioned
+from lwta_utils.analysis.probe_cache import cached_probe
+from lwta_utils.core.jsonfiles import read_versioned
 from lwta_utils.core.modes import eval_mode
-from lwta_utils.core.provenance import provenance
 from lwta_utils.core.stats import wilson_interval
-from lwta_utils.core.switches import is_stochastic, switches
+from lwta_utils.core.switches import is_stochastic, stream, switches
 from lwta_utils.defenses.kwta import KWTA
 from lwta_utils.defenses.pni import NoiseInjection, PNIConv2d, PNILinear
 from lwta_utils.defenses.wca import WCAHead
 from lwta_utils.evaluation.evaluate import draw_summary
-from lwta_utils.evaluation.loading import load_models
+from lwta_utils.evaluation.loading import load_trained
 from lwta_utils.models.inference import draw_logits, predict_logits
+
+CPU = torch.device("cpu")
 
 
 def _names(cfg, names, pick) -> list[str]:
@@ -34,9 +36,9 @@ def kwta_layer_table(cfg, splits, names: list[str] | None = None, n: int | None 
     names = _names(cfg, names, lambda m: m.activation == "kwta")
     n = cfg.report.probes.n_kwta if n is None else n
     x = splits.x_test[:n]
-    rows = []
-    for name, model in load_models(cfg, names).items():
-        seen = []
+
+    def measure(name: str) -> list[dict]:
+        model, rows, seen = load_trained(cfg, name, CPU)[0], [], []
         hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append((mod, out)))
                  for m in model.modules() if isinstance(m, KWTA)]
         with eval_mode(model):
@@ -50,7 +52,9 @@ def kwta_layer_table(cfg, splits, names: list[str] | None = None, n: int | None 
             rows.append({"model": cfg.label(name), "layer": i + 1, "shape": "x".join(map(str, out.shape[1:])),
                          "N": N, "gamma": mod.gamma, "k": k, "kept_share": float(kept.float().mean() / N),
                          "exactly_k": float((kept == k).float().mean())})
-    write_versioned(cfg.results_dir / "kwta_layers.json", "kwta_layers", {"rows": rows, "n": n, **provenance()})
+        return rows
+
+    rows = cached_probe(cfg, "kwta_layers", names, measure, {"n": len(x)})
     return pd.DataFrame(rows).set_index(["model", "layer"]) if rows else pd.DataFrame()
 
 
@@ -95,32 +99,34 @@ def noise_statistics(cfg, splits, names: list[str] | None = None, draws: int | N
     names = _names(cfg, names, lambda m: m.pni != "none" or m.head == "wca")
     draws = cfg.report.probes.draws if draws is None else draws
     seed = cfg.seed if seed is None else seed
-    rows = []
-    for name, model in load_models(cfg, names).items():
+
+    def measure(name: str) -> list[dict]:
+        model = load_trained(cfg, name, CPU)[0]
         if not is_stochastic(model):
-            continue
-        torch.manual_seed(seed)
+            return []
         with eval_mode(model):
-            pred = draw_logits(model, x, draws).argmax(2)
+            pred = draw_logits(model, x, draws, generator=stream(seed, "probe", "noise", name)).argmax(2)
             with switches(model, stochastic=False):
                 k = int((predict_logits(model, x).argmax(1) == y).sum())
-        rows.append({"model": cfg.label(name), "n": len(y), "draws": draws, **draw_summary(pred, y),
-                     "acc_noise_off": k / len(y), "acc_noise_off_ci": list(wilson_interval(k, len(y)))})
-    write_versioned(cfg.results_dir / "noise_draws.json", "noise_draws", {"rows": rows, "seed": seed, **provenance()})
+        return [{"model": cfg.label(name), "n": len(y), "draws": draws, **draw_summary(pred, y),
+                 "acc_noise_off": k / len(y), "acc_noise_off_ci": list(wilson_interval(k, len(y)))}]
+
+    rows = cached_probe(cfg, "noise_draws", names, measure, {"draws": draws, "n": len(y), "seed": seed})
     return pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame()
 
 
 def pni_alpha_table(cfg, names: list[str] | None = None) -> pd.DataFrame:
     """The learned noise scales alpha of every PNI layer (initial value 0.25)."""
     names = _names(cfg, names, lambda m: m.pni != "none")
-    rows = []
-    for name, model in load_models(cfg, names).items():
+
+    def measure(name: str) -> list[dict]:
+        model = load_trained(cfg, name, CPU)[0]
         layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (PNIConv2d, PNILinear, NoiseInjection))]
-        for lname, m in layers:
-            a = m.alpha.detach().flatten()
-            rows.append({"model": cfg.label(name), "layer": lname, "kind": type(m).__name__, "n_alpha": a.numel(),
-                         "alpha_mean": float(a.mean()), "alpha_min": float(a.min()), "alpha_max": float(a.max())})
-    write_versioned(cfg.results_dir / "pni_alphas.json", "pni_alphas", {"rows": rows, **provenance()})
+        return [{"model": cfg.label(name), "layer": lname, "kind": type(m).__name__, "n_alpha": m.alpha.numel(),
+                 "alpha_mean": float(m.alpha.mean()), "alpha_min": float(m.alpha.min()),
+                 "alpha_max": float(m.alpha.max())} for lname, m in layers]
+
+    rows = cached_probe(cfg, "pni_alphas", names, measure, {})
     return pd.DataFrame(rows).set_index(["model", "layer"]) if rows else pd.DataFrame()
 
 
@@ -130,8 +136,9 @@ def wca_table(cfg, names: list[str] | None = None) -> pd.DataFrame:
     (tr(Sigma) ||W||_F^2 / D): 1 for isotropic noise of the same total variance, > 1 when the noise
     is aligned with the classifier's weights; and the share of variance on Sigma's top eigenvector."""
     names = _names(cfg, names, lambda m: m.head == "wca")
-    rows = []
-    for name, model in load_models(cfg, names).items():
+
+    def measure(name: str) -> list[dict]:
+        model, rows = load_trained(cfg, name, CPU)[0], []
         for head in (m for m in model.modules() if isinstance(m, WCAHead)):
             sigma, W = head.covariance(), head.fc.weight
             D = sigma.shape[0]
@@ -142,5 +149,7 @@ def wca_table(cfg, names: list[str] | None = None) -> pd.DataFrame:
                          "alignment_ratio": tr_w / (float(sigma.trace()) * float(W.pow(2).sum()) / D),
                          "top_eigen_share": float(eig[-1] / eig.sum()),
                          "L_upper_max": float(head.L.triu(1).abs().max())})
-    write_versioned(cfg.results_dir / "wca_heads.json", "wca_heads", {"rows": rows, **provenance()})
+        return rows
+
+    rows = cached_probe(cfg, "wca_heads", names, measure, {})
     return pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame()

@@ -203,7 +203,8 @@ def plot_winner_stats(cfg) -> plt.Figure | None:
         return None
     rec = read_versioned(path, "lwta_winners")
     freq = pd.DataFrame([{"model": cfg.label(m), "layer": L["layer"], "p": f[0]}
-                         for m, layers in rec["per_block"].items() for L in layers for f in L["win_freq"]])
+                         for m, layers in rec["per_block"].items() if m in cfg.models
+                         for L in layers for f in L["win_freq"]])
     rows = pd.DataFrame(rec["rows"])
     models = list(dict.fromkeys(freq["model"]))
     fig, axes = plt.subplots(len(models), 2, figsize=(12, 3.2 * len(models)), squeeze=False,
@@ -225,7 +226,7 @@ def plot_winner_stats(cfg) -> plt.Figure | None:
         axes[i][1].set_xlabel("LWTA layer")
         axes[i][1].set_title(f"{model}: shares per layer", fontsize=10)
         axes[i][1].legend(fontsize=8)
-    fig.suptitle(f"LWTA winner statistics at test temperature, sampling on ({rec['n']} test inputs)", y=1.0)
+    fig.suptitle(f"LWTA winner statistics at test temperature, sampling on ({rec['settings']['n']} test inputs)", y=1.0)
     fig.tight_layout()
     return _finish(fig, cfg, "lwta_winners.png")
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 from contextlib import ExitStack
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,16 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lwta_utils.core.errors import ConfigError
-from lwta_utils.core.jsonfiles import read_versioned, write_versioned
+from lwta_utils.analysis.probe_cache import cached_probe
 from lwta_utils.core.modes import eval_mode
-from lwta_utils.core.provenance import provenance
 from lwta_utils.core.stats import wilson_interval
-from lwta_utils.core.switches import switches
+from lwta_utils.core.switches import noise_from, stream, switches
 from lwta_utils.defenses.ibp import IBPGate
 from lwta_utils.defenses.lwta import LWTA, lwta_layers
 from lwta_utils.evaluation.evaluate import draw_summary
-from lwta_utils.evaluation.loading import load_models
+from lwta_utils.evaluation.loading import load_trained
 from lwta_utils.evaluation.sanity import two_pass_gradients
 from lwta_utils.models.inference import draw_logits, predict_logits
 
@@ -33,20 +30,6 @@ from lwta_utils.models.inference import draw_logits, predict_logits
 def lwta_model_names(cfg, stage: str | None = None) -> list[str]:
     """The profile's LWTA models (of one training stage, when given)."""
     return [n for n, m in cfg.models.items() if m.activation == "lwta" and stage in (None, m.stage)]
-
-
-def write_rows(path, kind: str, rows: list[dict], per_block: dict | None = None, **meta) -> None:
-    """Write ``rows`` (and ``per_block``) to the ``kind`` file ``path``, keeping the rows of the other
-    models already there (02_lwta writes the standard LWTA models, 04 the adversarially trained)."""
-    path, models = Path(path), {r["model"] for r in rows}
-    try:
-        old = read_versioned(path, kind) if path.is_file() else {}
-    except ConfigError:  # an older layout: its rows are written again by the notebooks
-        old = {}
-    out = {"rows": [r for r in old.get("rows", []) if r["model"] not in models] + rows}
-    if per_block is not None:
-        out["per_block"] = {**{k: v for k, v in old.get("per_block", {}).items() if k not in per_block}, **per_block}
-    write_versioned(path, kind, {**out, **meta, **provenance()})
 
 
 def draw_statistics(cfg, splits, names: list[str] | None = None, draws: int | None = None, seed: int | None = None,
@@ -61,19 +44,20 @@ def draw_statistics(cfg, splits, names: list[str] | None = None, draws: int | No
     draws = cfg.report.probes.draws if draws is None else draws
     x, y = splits.x_test[: cfg.eval.n_examples], splits.y_test[: cfg.eval.n_examples]
     seed = cfg.seed if seed is None else seed
-    rows = []
-    for name, model in load_models(cfg, names, device).items():
-        torch.manual_seed(seed)
+
+    def measure(name: str) -> list[dict]:
+        model = load_trained(cfg, name, torch.device(device))[0]
         with eval_mode(model), switches(model, phase="test", stochastic=True, test_mode="sample"):
-            pred = draw_logits(model, x, draws).argmax(2)                  # (draws, N)
+            pred = draw_logits(model, x, draws, generator=stream(seed, "probe", "draws", name)).argmax(2)
         row = {"model": cfg.label(name), "n": len(y), "draws": draws, **draw_summary(pred, y)}
         for mode in ("argmax", "expectation"):
             with eval_mode(model), switches(model, phase="test", stochastic=False, test_mode=mode):
                 k = int((predict_logits(model, x).argmax(1) == y).sum())
             row[f"acc_{mode}"] = k / len(y)
             row[f"acc_{mode}_ci"] = list(wilson_interval(k, len(y)))
-        rows.append(row)
-    write_rows(cfg.results_dir / "lwta_draws.json", "lwta_draws", rows, seed=seed)
+        return [row]
+
+    rows = cached_probe(cfg, "lwta_draws", names, measure, {"draws": draws, "n": len(y), "seed": seed})
     return pd.DataFrame(rows).set_index("model")
 
 
@@ -91,21 +75,22 @@ def winner_statistics(cfg, splits, names: list[str] | None = None, n: int | None
     n = cfg.report.probes.n_winners if n is None else n
     x = splits.x_test[:n]
     seed = cfg.seed if seed is None else seed
-    rows, detail = [], {}
-    for name, model in load_models(cfg, names, device).items():
+
+    def measure(name: str) -> tuple[list[dict], list[dict]]:
+        model = load_trained(cfg, name, torch.device(device))[0]
+        rows, detail = [], []
         layers = lwta_layers(model)
         gates = [m for m in model.modules() if isinstance(m, IBPGate)]
         inputs: dict[LWTA, torch.Tensor] = {}
         hooks = [m.register_forward_hook(lambda mod, inp, out: inputs.__setitem__(mod, inp[0])) for m in layers]
-        torch.manual_seed(seed)
         with ExitStack() as stack:
             stack.enter_context(eval_mode(model))
             stack.enter_context(switches(model, phase="test", stochastic=True, test_mode="sample", keep_mask=True))
+            stack.enter_context(noise_from(model, stream(seed, "probe", "winners", name)))
             model(x)
             masks = {m: m.last_mask for m in layers}
         for h in hooks:
             h.remove()
-        detail[name] = []
         for i, m in enumerate(layers):
             mask = masks[m]                                               # (B, K, U, ...)
             wins = F.one_hot(mask.argmax(2), m.U).movedim(-1, 2).float()  # hard winners
@@ -119,15 +104,19 @@ def winner_statistics(cfg, splits, names: list[str] | None = None, n: int | None
             if i < len(gates):
                 row["ibp_kept_share"] = gates[i].active_share()
             rows.append(row)
-            detail[name].append({"layer": row["layer"], "win_freq": freq.tolist()})
-    write_rows(cfg.results_dir / "lwta_winners.json", "lwta_winners", rows, detail, n=len(x), seed=seed)
+            detail.append({"layer": row["layer"], "win_freq": freq.tolist()})
+        return rows, detail
+
+    rows = cached_probe(cfg, "lwta_winners", names, measure, {"n": len(x), "seed": seed}, detail=True)
     return pd.DataFrame(rows).set_index(["model", "layer"])
 
 
 def gradient_cosine(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gradient: str,
-                    phase: str = "test") -> np.ndarray:
-    """Per-example cosine between the input gradients of two forward passes (fresh draws each)."""
-    with eval_mode(model), switches(model, phase=phase, stochastic=True, test_mode="sample", gradient=gradient):
+                    phase: str = "test", generator: torch.Generator | None = None) -> np.ndarray:
+    """Per-example cosine between the input gradients of two forward passes (fresh draws each, from
+    ``generator``)."""
+    with eval_mode(model), switches(model, phase=phase, stochastic=True, test_mode="sample", gradient=gradient), \
+            noise_from(model, generator):
         g1, g2 = two_pass_gradients(model, x, y)
     return F.cosine_similarity(g1, g2, dim=1, eps=1e-30).numpy()
 
@@ -143,17 +132,20 @@ def gradient_statistics(cfg, splits, names: list[str] | None = None, n: int | No
     n = cfg.report.probes.n_gradients if n is None else n
     x, y = splits.x_test[:n], splits.y_test[:n]
     seed = cfg.seed if seed is None else seed
-    rows = []
-    for name, model in load_models(cfg, names, device).items():
+
+    def measure(name: str) -> list[dict]:
+        model = load_trained(cfg, name, torch.device(device))[0]
+        rows = []
         for phase in ("test", "train"):
             for gradient in ("relaxed", "straight_through"):
-                torch.manual_seed(seed)
-                cos = gradient_cosine(model, x, y, gradient, phase)
+                cos = gradient_cosine(model, x, y, gradient, phase, stream(seed, "probe", "gradients", name, phase))
                 rows.append({"model": cfg.label(name), "temperature": "test (0.01)" if phase == "test"
                              else "train (0.67)", "gradient": gradient, "n": len(cos),
                              "cos_mean": float(cos.mean()), "cos_sd": float(cos.std(ddof=1)),
                              "cos_median": float(np.median(cos))})
-    write_rows(cfg.results_dir / "lwta_gradients.json", "lwta_gradients", rows, seed=seed)
+        return rows
+
+    rows = cached_probe(cfg, "lwta_gradients", names, measure, {"n": len(x), "seed": seed})
     return pd.DataFrame(rows).set_index(["model", "temperature", "gradient"])
 
 
@@ -165,6 +157,6 @@ def lwta_config_table(cfg) -> pd.DataFrame:
         rows.append({"model": cfg.label(name), "ibp": m.ibp, "loss": m.train.loss,
                      "adversarial": m.train.adversarial.method,
                      "activation_options": dataclasses.asdict(m).get("activation_options") or "defaults",
-                     "setting": "IBP / ELBO variant (ICML 2019, seed 001)" if (m.ibp or m.train.loss == "elbo")
+                     "setting": "IBP / ELBO variant (Panousis et al. 2019; the student study)" if (m.ibp or m.train.loss == "elbo")
                      else "the adversarial paper's layer (no IBP, no KL)"})
     return pd.DataFrame(rows).set_index("model")

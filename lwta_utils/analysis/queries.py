@@ -49,9 +49,9 @@ def _flags(flags: dict, name: str) -> str:
 
 
 def study_records(cfg) -> pd.DataFrame:
-    """The evaluation records of the models in the profile."""
+    """The evaluation records of the models in the profile (and of the released checkpoint's step)."""
     df = load_records(cfg.results_dir)
-    return df[df["model"].isin(list(cfg.models))].reset_index(drop=True)
+    return df[df["model"].isin([*cfg.models, cfg.released.name])].reset_index(drop=True)
 
 
 def attack_labels(records: pd.DataFrame) -> dict[str, str]:
@@ -71,24 +71,65 @@ def _linf_at(df: pd.DataFrame, eps: float) -> pd.Series:
     return np.isclose(df["eps"], eps) & (df["norm"].fillna("linf") == "linf")
 
 
+def robust(r) -> tuple[float, float, float]:
+    """(share of examples classified correctly in every draw, its 95% interval) of a record: the
+    per-example robustness the study reports (for a deterministic model, the plain accuracy)."""
+    if r.get("n_robust", -1) is None or r.get("n_robust", -1) < 0:  # a record without the field: one draw
+        return float(r["accuracy"]), float(r["ci_low"]), float(r["ci_high"])
+    return float(r["worst_accuracy"]), float(r["robust_ci_low"]), float(r["robust_ci_high"])
+
+
 def headline_rows(cfg, eps: float | None = None, records: pd.DataFrame | None = None) -> list[dict]:
-    """Per model, the records of the headline: clean, the standard attack and the strongest
-    single attack at ``eps``, and the per-example worst case over all attacks (from ``records``,
-    default: ``study_records(cfg)``)."""
+    """Per model, the records of the headline at ``eps``: clean, the standard attack
+    (``eval.standard_attack`` run on its own), the cascade's steps in order (``steps``), the attack
+    that fooled the most examples (``strongest``: the cascade step with the most examples newly
+    fooled, else the attack with the lowest robustness), and the per-example worst case (from
+    ``records``, default: ``study_records(cfg)``)."""
     eps = cfg.eval.headline_eps if eps is None else eps
     flags = sanity_flags(cfg)
     rows = []
     for name, sub in _per_model(cfg, study_records(cfg) if records is None else records):
         at = sub[_linf_at(sub, eps) & (sub["attack"] != "none")]
-        single = at[at["attack"] != "worst_case"]
+        cascade_steps = at[at["cascade_step"].fillna(0) > 0].sort_values("cascade_step")
+        single = at[(at["attack"] != "worst_case") & (at["cascade_step"].fillna(0) == 0)]
         std = single[single["attack"] == cfg.eval.standard_attack]
+        if len(cascade_steps):
+            fooled = cascade_steps["attack_params"].map(lambda p: p.get("n_fooled", 0) if isinstance(p, dict) else 0)
+            strongest = cascade_steps.loc[fooled.idxmax()]
+        elif len(single):
+            strongest = single.sort_values(["worst_accuracy", "n_examples"], ascending=[True, False]).iloc[0]
+        else:
+            strongest = None
         rows.append({"name": name, "clean": sub[sub["attack"] == "none"].iloc[0],
-                     "standard": std.iloc[0] if len(std) else None,
-                     "strongest": single.sort_values(["accuracy", "n_examples"], ascending=[True, False]).iloc[0]
-                     if len(single) else None,
+                     "standard": std.iloc[0] if len(std) else None, "strongest": strongest,
+                     "steps": [r for _, r in cascade_steps.iterrows()],
                      "worst_case": at[at["attack"] == "worst_case"].iloc[0] if (at["attack"] == "worst_case").any()
                      else None, "flags": flags.get(name)})
     return rows
+
+
+def per_example(cfg, name: str, attack: str = "worst_case", eps: float | None = None) -> np.ndarray | None:
+    """Per example, whether model ``name`` classifies it correctly in every draw under ``attack``
+    ('none': clean; 'worst_case': the strongest perturbation over every attack) at ``eps``, from
+    ``results/correct_<name>.npz``; None when there is no such record."""
+    path = cfg.results_dir / f"correct_{name}.npz"
+    if not path.is_file():
+        return None
+    eps = cfg.eval.headline_eps if eps is None else eps
+    key = "none@0" if attack == "none" else f"{attack}@{eps:g}"
+    with np.load(path) as data:
+        if key not in data:
+            return None
+        return data[key].reshape(-1, data[key].shape[-1]).all(0)
+
+
+def example_labels(cfg, name: str) -> np.ndarray | None:
+    """The labels of the examples model ``name`` was evaluated on (to check two models share them)."""
+    path = cfg.results_dir / f"correct_{name}.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as data:
+        return data["labels"] if "labels" in data else None
 
 
 def reference_model(cfg) -> str:

@@ -347,10 +347,11 @@ class EvalConfig:
     attacks: see :class:`AttackConfig`.
     cascade: the ids of the attacks (of ``attacks``) that form the adaptive
         suite, in order: run as a cascade at ``headline_eps``, each on the
-        examples still robust after the previous ones, the strongest
-        perturbation kept per example (``lwta_utils.evaluation.cascade``);
-        the last step is the per-example worst case. The other attacks run
-        on their own at each of their eps.
+        examples still robust after the previous ones (an attack with
+        ``n_examples``: among that prefix only), the strongest perturbation
+        kept per example (``lwta_utils.evaluation.cascade``); the last step
+        is the per-example worst case. The other attacks run on their own at
+        each of their eps.
     channels_last: evaluate in the channels-last memory format (faster
         convolutions on the CPU; the same numbers up to float rounding).
     sanity: see :class:`SanityConfig`.
@@ -398,6 +399,9 @@ class ReportConfig:
         and the others as a range.
     probability_attacks: the attack ids whose true-class probability distributions the report
         shows beside the clean one (seed 001's figure); ids the profile does not run are skipped.
+    comparisons: pairs [A, B] of models compared on the same examples under the per-example worst
+        case (seed by seed when they have replicates): the paired difference with its interval and
+        the exact McNemar test (``lwta_utils.analysis.tables.comparisons_table``).
     probes: see :class:`ProbeConfig`.
     """
 
@@ -405,6 +409,7 @@ class ReportConfig:
     reference: str = ""
     robust_floor: float = 0.05
     probability_attacks: list[str] = field(default_factory=lambda: ["fgsm", "pgd_linf", "pgd_s001", "cw_l2"])
+    comparisons: list[list[str]] = field(default_factory=list)
     probes: ProbeConfig = field(default_factory=ProbeConfig)
 
 

@@ -148,6 +148,11 @@ def validate(cfg: StudyConfig) -> None:
     validate_released("released", cfg.released, cfg)
     if cfg.report.reference:
         check_choice("report.reference", cfg.report.reference, cfg.models)
+    for i, pair in enumerate(cfg.report.comparisons):
+        if len(pair) != 2:
+            raise bad(f"report.comparisons[{i}]", pair, "a pair [A, B] of model names")
+        for j, name in enumerate(pair):
+            check_choice(f"report.comparisons[{i}][{j}]", name, cfg.models)
     for group, names in cfg.report.groups.items():
         for j, name in enumerate(names):
             check_choice(f"report.groups.{group}[{j}]", name, cfg.models)

@@ -124,7 +124,9 @@ def run_cascade(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: lis
     x_best, best_loss = x.clone(), loss.copy()
     steps = []
     for atk in attacks:
-        rows = np.arange(len(x)) if full else np.flatnonzero(robust)
+        # an attack with ``n_examples`` covers that prefix of the examples only (its cost demands it)
+        limit = min(atk.n_examples or len(x), len(x))
+        rows = np.arange(limit) if full else np.flatnonzero(robust[:limit])
         if progress:
             progress(f"{atk.key}: {len(rows)} robust examples")
         t0, before = time.perf_counter(), (counter.forward, counter.backward)

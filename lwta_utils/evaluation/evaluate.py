@@ -126,7 +126,8 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: 
     forward passes per input, from a generator of the evaluation's own (never an attack's);
     an example is robust when it is classified correctly in every draw. At ``headline_eps`` a
     last record, attack 'worst_case', holds every example's strongest perturbation over the
-    cascade and every attack run on its own on all the examples at that eps. The first
+    cascade (without a cascade: over every Linf attack run on its own on all the examples at that eps;
+    attacks run on their own are otherwise outside the worst case). The first
     ``n_saved_examples`` adversarial examples of the attacks ``example_attacks`` (ids) at
     ``headline_eps`` are kept, with the first draw's predictions (``ModelEvaluation.examples``).
     """
@@ -207,7 +208,7 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: 
                     k = min(k_saved, n)
                     examples[f"adv_{key}"] = x_adv[:k].half().numpy()
                     examples[f"pred_{key}"] = logits[0, :k].argmax(1).numpy()
-                if at_headline and n == len(x) and rec.norm == "linf":
+                if at_headline and n == len(x) and rec.norm == "linf" and not cascade:  # no suite: every full attack
                     fold(np.arange(n), x_adv, c, lossv, logits, worst["x"], worst["loss"], worst["correct"],
                          worst["logits"])
                     worst["attacks"].append(atk.key)

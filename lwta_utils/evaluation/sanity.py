@@ -153,6 +153,24 @@ def sanity_checks(records: list[Record], correct: dict, grads: dict, cfg) -> dic
                              "; ".join(bad) or "the best white-box attack is at least as strong",
                              "black-box beats white-box"))
 
+    # the suite's worst case holds against every attack run on its own at the same eps (on its digits)
+    worst = next((r for r in records if r.attack == "worst_case"), None)
+    if worst is not None and steps:
+        w = correct[record_key(worst)].all(0)
+        bad, pairs = [], 0
+        for r in atk:
+            if r.norm != "linf" or not np.isclose(r.eps, worst.eps):
+                continue
+            pairs += 1
+            rob = correct[record_key(r)].all(0)
+            n = len(rob)
+            beaten = int((w[:n] & ~rob).sum())
+            if beaten > _tol(tol, n) * n:
+                bad.append(f"{r.attack} fooled {beaten} of the first {n} digits the suite left robust")
+        if pairs:
+            checks.append(_check("no attack outside the suite beats its worst case", not bad,
+                                 "; ".join(bad) or f"{pairs} attack(s) run on their own compared on their digits",
+                                 "an attack outside the suite beats it"))
     if grads:
         c = grads["gradient_cosine_median"]
         checks.append(_check("input gradients agree between passes", c >= cfg.min_gradient_cosine,

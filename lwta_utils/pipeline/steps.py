@@ -31,6 +31,7 @@ from lwta_utils.core.paths import display_path
 from lwta_utils.core.progress import status, tally
 from lwta_utils.core.provenance import provenance
 from lwta_utils.core.runtime import get_device, seed_everything, set_threads
+from lwta_utils.core.switches import noise_from, stream
 from lwta_utils.data.splits import Splits
 from lwta_utils.evaluation.checkpoints import (
     read_checkpoint,
@@ -198,9 +199,9 @@ def evaluate_all(cfg: StudyConfig, splits: Splits, names: list[str] | None = Non
             if not ctx.is_main:
                 continue
             ev = merge_shards(parts)
-        torch.manual_seed(cfg.seed)
         n = min(e.sanity.n_examples, len(x))
-        grads = gradient_stats(model, x[:n], y[:n], e.batch_size)
+        with noise_from(model, stream(cfg.seed, "sanity", name)):
+            grads = gradient_stats(model, x[:n], y[:n], e.batch_size)
         sanity = sanity_checks(ev.records, ev.correct, grads, e.sanity)
         write_versioned(cfg.results_dir / f"sanity_{name}.json", "sanity", {"model": name, "label": cfg.label(name), **sanity,
                                                               "profile": cfg.profile, **provenance()})
