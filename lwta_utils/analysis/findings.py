@@ -76,10 +76,11 @@ def released_bullets(cfg, claims: list[dict]) -> list[str]:
         if r.strongest is not None:
             n = int(r.strongest["n_examples"])
             parts.append(f"**{_pct(r.strongest)}** under {attack_label(r.strongest)} (n {n})")
-        claimed = "; ".join(f"{v:g}% {what}" for v, what in r.claimed)
+        claimed = " and ".join(f"{v:g}% {what}" for v, what in r.claimed)
         verdict = f" Verdict: {r.verdict}." if r.verdicts else ""
-        out.append(f"- **Paper scale, {r.label}** (CIFAR-10, Linf eps 8/255): "
-                   + (f"claimed {claimed}; " if claimed else "") + "ours " + ", ".join(parts) + f".{verdict}")
+        out.append(f"- **Paper scale, {r.label}** (CIFAR-10, Linf eps 8/255): the authors report {claimed}; "
+                   if claimed else f"- **Paper scale, {r.label}** (CIFAR-10, Linf eps 8/255): ")
+        out[-1] += "ours: " + ", ".join(parts) + f".{verdict}"
     return out
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 from lwta_utils.analysis.claims import evaluate_claims
 from lwta_utils.analysis.figures import groups, save_figure
 from lwta_utils.analysis.queries import _linf_at, attack_label, headline_rows
+from lwta_utils.core.registry import ATTACKS
 from lwta_utils.evaluation.records import load_records
 
 VERDICT_COLORS = {"reproduced": "#009E73", "not reproduced": "#D55E00", "not comparable": "#7f7f7f",
@@ -99,10 +100,15 @@ def released_rows(cfg, claims: list[dict] | None = None) -> list[Row]:
     row = Row(rel.name, rel.label, True, rel.eps, clean.iloc[0] if len(clean) else None,
               std.iloc[0] if len(std) else None,
               worst.iloc[0] if len(worst) else (single.sort_values("accuracy").iloc[0] if len(single) else None))
-    reported = {k: v for k, v in (rel.reported or {}).items() if k != "none"}
-    if reported:
-        key = min(reported, key=reported.get)
-        row.claimed.append((float(reported[key]), f"reported by the authors ({key})"))
+    reported = {k: float(v) for k, v in (rel.reported or {}).items() if k != "none"}
+    labels = {r["attack"]: attack_label(r) for _, r in df.iterrows()}
+    for a in [rel.authors_attack, *rel.attacks]:  # attacks the authors report that did not run here
+        spec = ATTACKS.get(a.name)
+        version = (a.options or {}).get("version")
+        labels.setdefault(a.key, (a.label or (spec.label if spec else a.name)) + (f" '{version}'" if version else ""))
+    for key in dict.fromkeys(k for k in (rel.authors_attack.id, min(reported, key=reported.get, default=None))
+                             if k in reported):  # the standard attack's number, and the lowest the authors report
+        row.claimed.append((reported[key], f"under {labels.get(key, key)}"))
     for c in _claims_about(claims or [], rel.name):
         if _robustness(c) and c["verdict"] != "not comparable":
             row.verdicts.append(c["verdict"])
