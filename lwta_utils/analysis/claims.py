@@ -255,10 +255,13 @@ def evaluate_claims(cfg, path: str | Path = CLAIMS_FILE) -> list[dict]:
         b = measure(cfg, c["b"], context) if "b" in c else None
         tests = paired(cfg, c) if c["rule"] in ("gap_at_least", "gap_at_most", "not_below") else None
         v, why, test = verdict(c, a, b, tests)
-        models = [c[k]["model"] for k in ("a", "b") if k in c and "model" in c[k] and c[k]["model"] in cfg.models]
-        decided_on = [r for name in models for r in cfg.replicates(name)]
-        out.append({**c, "ours_a": a, "ours_b": b, "verdict": v, "why": why, "test": test,
-                    "paired": tests or [], "decided_on": decided_on})
+        subject = c["a"].get("model") if isinstance(c.get("a"), dict) else None
+        seeds = cfg.replicates(subject) if subject in cfg.models else []
+        label = (cfg.label(subject) + (f" ({len(seeds)} training seeds)" if len(seeds) > 1 else "")
+                 if subject in cfg.models else None)
+        out.append({**c, "ours_a": a, "ours_b": b, "verdict": v, "why": why, "test": test, "paired": tests or [],
+                    "decided_on": subject if subject in cfg.models or subject == cfg.released.name else None,
+                    "decided_on_label": label})
     return out
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from lwta_utils.analysis.claims import evaluate_claims
 from lwta_utils.analysis.headline import released_rows, scale_name
-from lwta_utils.analysis.queries import attack_label, headline_rows
+from lwta_utils.analysis.queries import attack_label, headline_rows, reported
 from lwta_utils.analysis.sources import render_sources, source_ids
 from lwta_utils.core.fileio import write_text
 
@@ -19,7 +19,8 @@ QUESTION = "Does local competition with stochasticity make networks robust?"
 
 
 def _pct(r) -> str:
-    return f"{100 * r['accuracy']:.1f}% [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
+    v, lo, hi = reported(r)
+    return f"{100 * v:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
 def _ours(c: dict) -> str:
@@ -38,7 +39,7 @@ def _source(c: dict) -> str:
 def claim_bullet(c: dict, scale: str) -> str:
     """One finding from one claim: verdict, claim, source, the source's setting, our numbers, the test."""
     test = c.get("test") or c.get("why", "")
-    where = f"decided on {c['decided_on']}; " if c.get("decided_on") else ""
+    where = f"decided on {c['decided_on_label']}; " if c.get("decided_on_label") else ""
     return (f"- **{c['verdict'].capitalize()}**: {c['claim']} ({_source(c)}; {c['setting']}). "
             f"Ours ({scale}): {_ours(c)}; {where}{test}.")
 
@@ -90,9 +91,9 @@ def robust_bullet(cfg) -> str | None:
     if not rows:
         return None
     floor, eps = cfg.report.robust_floor, cfg.eval.headline_eps
-    robust = sorted((h for h in rows if h["worst_case"]["accuracy"] > floor),
-                    key=lambda h: -h["worst_case"]["accuracy"])
-    others = [100 * h["worst_case"]["accuracy"] for h in rows if h not in robust]
+    robust = sorted((h for h in rows if reported(h["worst_case"])[0] > floor),
+                    key=lambda h: -reported(h["worst_case"])[0])
+    others = [100 * reported(h["worst_case"])[0] for h in rows if h not in robust]
     kept = ", ".join(f"{cfg.label(h['name'])} {_pct(h['worst_case'])}" for h in robust) or "none"
     rest = f"; the other {len(others)} end at {min(others):.1f}–{max(others):.1f}%" if others else ""
     return (f"- **Robust under every attack** ({scale_name(cfg)}, eps {eps:g}, per-example worst case over every "
@@ -108,8 +109,8 @@ def findings_text(cfg) -> str:
             f"{n['reproduced']} are reproduced and {n['not reproduced']} are not ({n['not comparable']} more are not "
             f"comparable: see the claims table). Accuracy in % [95% Wilson interval]; {scale}: profile "
             f"`{cfg.profile}`, the first {cfg.eval.n_examples} test images (the stronger attacks on a stated prefix), "
-            f"Linf eps {cfg.eval.headline_eps:g} in pixel units, stochastic models as the mean over "
-            f"{cfg.eval.draws} draws.")
+            f"Linf eps {cfg.eval.headline_eps:g} in pixel units; under attack, the share of digits classified "
+            f"correctly in every one of {cfg.eval.draws} draws of a stochastic model (clean: the mean over draws).")
     bullets = released_bullets(cfg, claims)
     robust = robust_bullet(cfg)
     bullets += [robust] if robust else []

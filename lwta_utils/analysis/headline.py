@@ -19,7 +19,7 @@ import pandas as pd
 
 from lwta_utils.analysis.claims import evaluate_claims
 from lwta_utils.analysis.figures import groups, save_figure
-from lwta_utils.analysis.queries import _linf_at, attack_label, headline_rows
+from lwta_utils.analysis.queries import _linf_at, attack_label, headline_rows, reported
 from lwta_utils.core.registry import ATTACKS
 from lwta_utils.evaluation.records import load_records
 
@@ -99,7 +99,7 @@ def released_rows(cfg, claims: list[dict] | None = None) -> list[Row]:
     clean = df[df["attack"] == "none"]
     row = Row(rel.name, rel.label, True, rel.eps, clean.iloc[0] if len(clean) else None,
               std.iloc[0] if len(std) else None,
-              worst.iloc[0] if len(worst) else (single.sort_values("accuracy").iloc[0] if len(single) else None))
+              worst.iloc[0] if len(worst) else (single.sort_values("worst_accuracy").iloc[0] if len(single) else None))
     reported = {k: float(v) for k, v in (rel.reported or {}).items() if k != "none"}
     labels = {r["attack"]: attack_label(r) for _, r in df.iterrows()}
     for a in [rel.authors_attack, *rel.attacks]:  # attacks the authors report that did not run here
@@ -142,7 +142,9 @@ def figure_rows(cfg, claims: list[dict] | None = None) -> list[Row]:
 
 
 def _pct(r, key: str = "accuracy") -> float:
-    return 100 * float(r[key])
+    """A record's reported number (``key`` 'accuracy') or an end of its interval ('ci_low',
+    'ci_high'), in %: under an attack, the share of examples correct in every draw."""
+    return 100 * reported(r)[("accuracy", "ci_low", "ci_high").index(key)]
 
 
 def _draw_panel(ax, rows: list[Row], title: str) -> None:

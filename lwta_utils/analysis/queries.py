@@ -79,6 +79,14 @@ def robust(r) -> tuple[float, float, float]:
     return float(r["worst_accuracy"]), float(r["robust_ci_low"]), float(r["robust_ci_high"])
 
 
+def reported(r) -> tuple[float, float, float]:
+    """The number a record reports, with its 95% interval: clean, the accuracy (the mean over draws);
+    under an attack, the share of examples classified correctly in every draw (``robust``)."""
+    if r["attack"] == "none":
+        return float(r["accuracy"]), float(r["ci_low"]), float(r["ci_high"])
+    return robust(r)
+
+
 def headline_rows(cfg, eps: float | None = None, records: pd.DataFrame | None = None) -> list[dict]:
     """Per model, the records of the headline at ``eps``: clean, the standard attack
     (``eval.standard_attack`` run on its own), the cascade's steps in order (``steps``), the attack

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lwta_utils.attacks.registry import attack_spec, run_attack
+from lwta_utils.core.progress import progress_bar, status
 from lwta_utils.core.switches import noise_from, stream
 from lwta_utils.models.inference import draw_logits
 
@@ -55,16 +56,18 @@ class PassCounter:
 
 
 def attack_in_batches(model: nn.Module, name: str, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                      generator: torch.Generator, params: dict) -> torch.Tensor:
+                      generator: torch.Generator, params: dict, desc: str = "") -> torch.Tensor:
     """Attack ``name`` on ``x`` in batches on the model's device; the stochastic layers and the
-    attack's random starts draw from ``generator``. Returns x_adv on the CPU."""
+    attack's random starts draw from ``generator``. Returns x_adv on the CPU. ``desc``: a
+    progress bar over the batches (shown by the chain's console)."""
     dev = next(model.parameters()).device
     params = dict(params)
     if "generator" in attack_spec(name).params:
         params["generator"] = generator
     out = []
+    batches = range(0, len(x), batch_size)
     with noise_from(model, generator):
-        for i in range(0, len(x), batch_size):
+        for i in progress_bar(batches, desc=desc, leave=False, unit="batch", disable=not desc or len(batches) < 2):
             out.append(run_attack(name, model, x[i:i + batch_size].to(dev), y[i:i + batch_size].to(dev),
                                   **params).cpu())
     return torch.cat(out) if out else x.clone()
@@ -129,13 +132,14 @@ def run_cascade(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: lis
         rows = np.arange(limit) if full else np.flatnonzero(robust[:limit])
         if progress:
             progress(f"{atk.key}: {len(rows)} robust examples")
+        status(f"cascade step {len(steps) + 1}/{len(attacks)}: {atk.key} on {len(rows)} robust examples")
         t0, before = time.perf_counter(), (counter.forward, counter.backward)
         n_fooled = 0
         if len(rows):
             idx = torch.as_tensor(rows)
             with counter.counting(model):
                 x_adv = attack_in_batches(model, atk.name, x[idx], y[idx], batch_size,
-                                          stream(seed, "attack", atk.key, eps), params_of(atk))
+                                          stream(seed, "attack", atk.key, eps), params_of(atk), desc=atk.key)
                 c, lossv, lg = look(model, x_adv, y[idx], draws, batch_size, stream(seed, "eval", atk.key, eps))
             n_fooled = fold(rows, x_adv, c, lossv, lg, x_best, best_loss, correct, logits)
             robust = correct.all(0)

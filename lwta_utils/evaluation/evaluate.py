@@ -22,6 +22,7 @@ from lwta_utils.config.schema import APPLIES_TO, AttackConfig
 from lwta_utils.core.distributed import interleave
 from lwta_utils.core.errors import bad, check_range
 from lwta_utils.core.modes import eval_mode
+from lwta_utils.core.progress import status
 from lwta_utils.core.switches import available_switches, is_stochastic, stream
 from lwta_utils.evaluation.cascade import attack_in_batches, fold, look, run_cascade
 from lwta_utils.evaluation.records import Record, make_draw_record, record_key
@@ -193,9 +194,10 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: 
             n = min(atk.n_examples or len(x), len(x))
             for eps in atk.eps:
                 params, recorded = params_of(atk, eps)
+                status(f"evaluating {meta['model']}: {atk.label or attack_spec(atk.name).label}, eps {eps:g}")
                 t0 = time.perf_counter()
                 x_adv = attack_in_batches(model, atk.name, x[:n], y[:n], batch_size,
-                                          stream(seed, "attack", atk.key, eps), params)
+                                          stream(seed, "attack", atk.key, eps), params, desc=atk.key)
                 c, lossv, logits = look(model, x_adv, y[:n], n_draws, batch_size, stream(seed, "eval", atk.key, eps))
                 key = f"{atk.key}@{eps:g}"
                 correct[key] = c

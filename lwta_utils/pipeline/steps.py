@@ -178,12 +178,14 @@ def evaluate_all(cfg: StudyConfig, splits: Splits, names: list[str] | None = Non
             if cached is not None:
                 if ctx.is_main:
                     print(f"{name}: reusing results/eval_{name}.json (configuration hash {cfg.eval_hash(name)} matches)")
+                tally("records reused")
                 all_records += cached
                 names.remove(name)
     models = {name: load_trained(cfg, name, device)[0] for name in names}  # all checked before any work
     needed = {a.surrogate for a in e.attacks if a.surrogate}
     surrogates = {s: models[s] if s in models else load_trained(cfg, s, device)[0] for s in needed} if models else {}
-    for name, model in models.items():
+    for i, (name, model) in enumerate(models.items(), 1):
+        status(f"evaluating {name} ({i}/{len(models)})")
         m = cfg.models[name]
         meta = {"model": name, "label": cfg.label(name), "arch": m.arch, "activation": m.activation,
                 "training": training_name(cfg, name), "split": "test", "dataset": cfg.data.name,
@@ -214,6 +216,7 @@ def evaluate_all(cfg: StudyConfig, splits: Splits, names: list[str] | None = Non
         write_records(cfg.results_dir / f"eval_{name}.json", ev.records, config_hash=cfg.eval_hash(name))
         flags = ", ".join(sanity["flags"]) or "none"
         print(f"{name}: {len(ev.records)} records in {time.perf_counter() - t0:.1f}s; sanity flags: {flags}")
+        tally("models evaluated")
         all_records += [dataclasses.asdict(r) for r in ev.records]
     barrier(ctx)
     return pd.DataFrame(all_records)
