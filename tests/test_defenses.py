@@ -1,4 +1,4 @@
-"""k-WTA, PNI, WCA, Sparta and the training variants of seed 001 (REFERENCE sections 2-5)."""
+"""k-WTA, PNI, WCA, Sparta and the training variants of the Paris-Dauphine study (REFERENCE sections 2-5)."""
 import copy
 
 import pytest
@@ -188,7 +188,7 @@ def test_mixed_training_draws_each_branch_one_eighth_of_the_time():
     for b in ("noise", "fgsm", "pgd", "cw"):
         assert abs(counts[b] / n - 1 / 8) < 0.01, (b, counts)
     assert abs(counts["clean"] / n - 4 / 8) < 0.015
-    a.mixed_branches = ["pgd"]  # a combination of the seed's table: the other slots train clean
+    a.mixed_branches = ["pgd"]  # a combination of the study's table: the other slots train clean
     counts = {}
     for _ in range(n):
         b = draw_branch(a, gen)
@@ -201,7 +201,7 @@ def test_mixed_training_draws_each_branch_one_eighth_of_the_time():
 def test_training_inputs_stay_in_the_ball_and_pixel_range(trained, splits, method):
     x, y = splits.x_val[:16], splits.y_val[:16]
     a = AdversarialConfig(method=method, eps=0.3, steps=3, step_size=0.1, label="predicted", noise_std=0.3,
-                          cw_c=10.0, cw_steps=30, cw_lr=0.1)  # CW strong enough to move (seed 001's barely does)
+                          cw_c=10.0, cw_steps=30, cw_lr=0.1)  # CW strong enough to move (the Paris-Dauphine study's barely does)
     x_adv, branch = training_inputs(trained, x, y, a, 0.3, torch.Generator().manual_seed(0))
     assert branch == {"gaussian": "noise"}.get(method, method)
     assert x_adv.min() >= 0 and x_adv.max() <= 1

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from lwta_utils.analysis.queries import attack_label, attack_labels, study_records
+from lwta_utils.analysis.queries import attack_label, attack_labels, reported, study_records
 from lwta_utils.analysis.tables import overhead_rows
 from lwta_utils.core.fileio import atomic_path
 from lwta_utils.core.jsonfiles import read_versioned
@@ -72,8 +72,8 @@ def _slug(text: str) -> str:
 
 
 def plot_true_class_probs(cfg, eps: float | None = None) -> plt.Figure:
-    """Seed 001's figure: the distribution of the softmax probability of the true class over the
-    test digits (mean over draws), per model, clean and under seed 001's attacks and the standard
+    """The Paris-Dauphine study's figure: the distribution of the softmax probability of the true class over the
+    test digits (mean over draws), per model, clean and under the Paris-Dauphine study's attacks and the standard
     attack at ``eps`` (``report.probability_attacks``); one row per group of models."""
     eps = cfg.eval.headline_eps if eps is None else eps
     shown = tuple(cfg.report.probability_attacks)
@@ -120,8 +120,9 @@ def plot_true_class_probs(cfg, eps: float | None = None) -> plt.Figure:
 
 
 def plot_robustness_curves(cfg) -> plt.Figure:
-    """Accuracy versus eps per model, one panel per attack run at several eps (clean at eps 0; every
-    attack when none runs at several), with 95% Wilson bands; one row per group of models."""
+    """Accuracy versus eps per model, one panel per attack run at several eps (clean at eps 0, the
+    mean over draws; under the attack, the share correct in every draw; every attack when none runs
+    at several), with 95% Wilson bands; one row per group of models."""
     df = study_records(cfg)
     clean = df[df["attack"] == "none"]
     atk = df[df["attack"] != "none"]
@@ -141,8 +142,9 @@ def plot_robustness_curves(cfg) -> plt.Figure:
                 sub = sub.sort_values("eps")
                 if len(sub) < 2:
                     continue
-                ax.plot(sub["eps"], 100 * sub["accuracy"], marker=markers[name], color=colors[name], label=cfg.label(name))
-                ax.fill_between(sub["eps"], 100 * sub["ci_low"], 100 * sub["ci_high"], color=colors[name], alpha=0.1)
+                y = np.array([reported(r) for _, r in sub.iterrows()]) * 100  # clean: mean; attacked: robust
+                ax.plot(sub["eps"], y[:, 0], marker=markers[name], color=colors[name], label=cfg.label(name))
+                ax.fill_between(sub["eps"], y[:, 1], y[:, 2], color=colors[name], alpha=0.1)
             ax.set_title(f"{attack_label(first)} (n {first['n_examples']})", fontsize=9)
             ax.set_xlabel(f"eps ({NORM_UNITS.get(first.get('norm', 'linf'), 'pixel units')})")
             ax.set_ylim(0, 100)
@@ -269,7 +271,7 @@ def _pick(ok: np.ndarray, kept: np.ndarray) -> int | None:
 
 
 def plot_adversarial_examples(cfg, names: list[str] | None = None) -> list[plt.Figure]:
-    """Seed 001's grid: per model and attack of ``eval.example_attacks`` (at the headline eps), a
+    """The Paris-Dauphine study's grid: per model and attack of ``eval.example_attacks`` (at the headline eps), a
     test digit whose adversarial example is misclassified and one that is still classified
     correctly, each shown clean with its label and adversarial with the model's prediction (first
     draw). From ``results/examples_<name>.npz``; one figure per group (or for ``names``)."""

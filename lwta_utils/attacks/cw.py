@@ -1,5 +1,5 @@
 """Carlini-Wagner L2 (ours): tanh box, Adam, margin loss with confidence kappa; the smallest
-successful example clipped to the Linf eps-ball (seed 001 reports it at eps 0.3)."""
+successful example clipped to the Linf eps-ball (the Paris-Dauphine study reports it at eps 0.3)."""
 from __future__ import annotations
 
 import torch

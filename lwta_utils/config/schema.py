@@ -45,7 +45,7 @@ class AdversarialConfig:
 
     method: 'none' (standard training); 'pgd' (Madry PGD-AT); 'fgsm';
         'cw' (Carlini-Wagner L2); 'gaussian' (Gaussian-noise augmentation:
-        every batch gets N(0, noise_std^2) pixel noise); 'mixed' (seed 001:
+        every batch gets N(0, noise_std^2) pixel noise); 'mixed' (the Paris-Dauphine study:
         per iteration u ~ U{0..7}: 0 Gaussian noise, 1 FGSM, 2 PGD, 3 CW,
         4-7 clean; a slot whose branch is not in ``mixed_branches`` is clean).
     eps: Linf radius in pixel units ([0, 1] scale) of PGD, FGSM and CW.
@@ -67,7 +67,7 @@ class AdversarialConfig:
     clean_epochs: first epochs trained on clean batches only (PNI: 5).
     noise_std: standard deviation of the Gaussian-noise branch, pixel units.
     mixed_branches: the branches 'mixed' draws from ('noise', 'fgsm', 'pgd', 'cw').
-    cw_c / cw_kappa / cw_steps / cw_lr: the CW branch (seed 001: 1e-4,
+    cw_c / cw_kappa / cw_steps / cw_lr: the CW branch (the Paris-Dauphine study: 1e-4,
         0.01, 3 Adam steps of 0.01); its result is clipped to the eps-ball.
     """
 
@@ -142,10 +142,10 @@ class TrainConfig:
         "crop 32 pad 4 + flip" with ``max_shift`` 4).
     max_shift: pixels.
     loss: 'ce' (cross-entropy; the LWTA adversarial paper), 'elbo'
-        (cross-entropy + KL / N_train: the IBP variant and seed 001's ELBO;
+        (cross-entropy + KL / N_train: the IBP variant and the Paris-Dauphine study's ELBO;
         needs a model with KL terms, i.e. LWTA layers) or 'wca'
         (cross-entropy - log tr(W Sigma W^T); needs head 'wca').
-    label_smoothing: cross-entropy label smoothing in [0, 1) (seed 001).
+    label_smoothing: cross-entropy label smoothing in [0, 1) (the Paris-Dauphine study).
     kl_data_size: N of the ELBO's KL / N, in examples: 0 = the training
         split's size (the exact ELBO); a larger N (e.g. 60000, MNIST's full
         training set: the sources' data size) weighs the KL per example as it
@@ -197,7 +197,7 @@ class ModelConfig:
     ibp_options: keyword options of the IBP gates (alpha, temperature,
         threshold, a_init, b_init, t_init).
     pni: parametric noise injection (``lwta_utils.defenses.pni``): 'none', 'weight'
-        (PNI-W on every conv / linear layer), 'activation' (seed 001's noise
+        (PNI-W on every conv / linear layer), 'activation' (the Paris-Dauphine study's noise
         layers after pool1, pool2 and flatten; MNIST CNN only) or 'both'.
     pni_options: alpha_init (0.25) and granularity ('layer' or 'channel') of
         the weight noise; the activation noise has one scalar alpha per layer.
@@ -340,7 +340,7 @@ class EvalConfig:
     standard_attack: the id of the standard, non-adaptive attack of the
         headline table (evaluated at headline_eps).
     example_attacks: ids of the attacks whose adversarial examples at
-        headline_eps are kept for the report's grids (seed 001's figure);
+        headline_eps are kept for the report's grids (the Paris-Dauphine study's figure);
         ids that are not among the profile's attacks are skipped.
     n_saved_examples: how many of the first test examples are kept per
         attack (``results/examples_<name>.npz``, float16 pixels); 0 keeps none.
@@ -398,7 +398,7 @@ class ReportConfig:
     robust_floor: the findings list the models above this worst-case accuracy (share) one by one,
         and the others as a range.
     probability_attacks: the attack ids whose true-class probability distributions the report
-        shows beside the clean one (seed 001's figure); ids the profile does not run are skipped.
+        shows beside the clean one (the Paris-Dauphine study's figure); ids the profile does not run are skipped.
     comparisons: pairs [A, B] of models compared on the same examples under the per-example worst
         case (seed by seed when they have replicates): the paired difference with its interval and
         the exact McNemar test (``lwta_utils.analysis.tables.comparisons_table``).
@@ -545,7 +545,7 @@ ADV_METHODS = ("none", "pgd", "fgsm", "cw", "gaussian", "mixed")
 ATTACK_LABELS = ("true", "predicted")
 
 
-# seed 001's mixed adversarial training: u ~ U{0..7} picks the slot of one iteration
+# the Paris-Dauphine study's mixed adversarial training: u ~ U{0..7} picks the slot of one iteration
 MIXED_SLOTS = ("noise", "fgsm", "pgd", "cw", "clean", "clean", "clean", "clean")
 MIXED_BRANCHES = tuple(dict.fromkeys(b for b in MIXED_SLOTS if b != "clean"))
 

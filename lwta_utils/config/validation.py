@@ -72,7 +72,7 @@ def validate(cfg: StudyConfig) -> None:
         if m.pni != "none" and m.ibp:
             raise bad(f"{p}.pni", m.pni, "PNI and the IBP variant both rewrite the weight layers: use one")
         if m.pni in ("activation", "both") and m.arch != "mnist_cnn":
-            raise bad(f"{p}.pni", m.pni, "activation noise sits at seed 001's positions of the MNIST CNN only")
+            raise bad(f"{p}.pni", m.pni, "activation noise sits at the Paris-Dauphine study's positions of the MNIST CNN only")
         if m.head != "wca" and m.head_options:
             raise bad(f"{p}.head_options", m.head_options, "only head 'wca' takes options")
         if m.train.loss == "wca" and m.head != "wca":

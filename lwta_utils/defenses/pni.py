@@ -6,7 +6,7 @@ no_grad; ``alpha`` learnable, initialised to 0.25, one per layer ('layer') or
 one per output channel ('channel'), never weight-decayed (``train.py`` puts
 every parameter named ``alpha`` in a group without weight decay).
 
-Activation noise (seed 001's "noise injection" layers after pool1, pool2 and
+Activation noise (the Paris-Dauphine study's "noise injection" layers after pool1, pool2 and
 the flatten): ``x~ = x + alpha * eta``, ``eta ~ N(0, std(x)^2)`` (std of the
 batch's activation tensor, no_grad).
 

@@ -15,7 +15,7 @@ class MnistCNN(nn.Module):
 
     A slimmer version of Madry et al.'s MNIST network (32/64 channels, 1024
     units there); ``width`` multiplies every layer. The [noise] layers are
-    seed 001's activation-noise positions (``pni`` 'activation'/'both'; else
+    the Paris-Dauphine study's activation-noise positions (``pni`` 'activation'/'both'; else
     identities); the classifier is a linear layer or a WCA head.
     """
 

@@ -1,5 +1,5 @@
 """Parts the architectures share: input normalisation, the weight layers that feed an activation
-(plain, IBP-gated or PNI-noisy), the classifier (linear or WCA head) and seed 001's activation noise.
+(plain, IBP-gated or PNI-noisy), the classifier (linear or WCA head) and the Paris-Dauphine study's activation noise.
 """
 from __future__ import annotations
 
@@ -71,8 +71,8 @@ def classifier(in_features: int, num_classes: int, m: ModelConfig) -> nn.Module:
 
 
 def activation_noise(channels: int, m: ModelConfig) -> nn.Module:
-    """Seed 001's activation-noise layer (``pni`` 'activation' or 'both'), else identity."""
+    """The Paris-Dauphine study's activation-noise layer (``pni`` 'activation' or 'both'), else identity."""
     if m.pni not in ("activation", "both"):
         return nn.Identity()
-    opts = {k: v for k, v in (m.pni_options or {}).items() if k == "alpha_init"}  # scalar alpha, as seed 001
+    opts = {k: v for k, v in (m.pni_options or {}).items() if k == "alpha_init"}  # scalar alpha, as the Paris-Dauphine study
     return _options(NoiseInjection, opts, "pni_options")(channels)

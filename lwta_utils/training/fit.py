@@ -4,7 +4,7 @@ Variants are selected by configuration, never by copies of the loop:
 standard training (``adversarial.method: none``); Madry PGD adversarial
 training (``pgd``: cross-entropy on PGD examples only, built with the model
 in eval mode and stochastic layers in phase 'test', as in the TRADES and
-LWTA code); FGSM, CW, Gaussian-noise and seed 001's mixed training; the PNI
+LWTA code); FGSM, CW, Gaussian-noise and the Paris-Dauphine study's mixed training; the PNI
 recipe (``clean_weight`` 0.5, ``label`` 'predicted', ``clean_epochs``)
 (``lwta_utils.training.inputs``); loss 'ce', 'elbo' (cross-entropy + KL /
 N_train, the IBP variant) or 'wca' (cross-entropy - log tr(W Sigma W^T)),

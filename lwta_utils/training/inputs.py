@@ -1,4 +1,4 @@
-"""The inputs a training step learns from: clean, adversarial, noisy, or drawn (seed 001).
+"""The inputs a training step learns from: clean, adversarial, noisy, or drawn (the Paris-Dauphine study).
 
 ``training_inputs(model, x, y, a, eps, generator)`` returns ``(x_train,
 branch)`` for one batch under :class:`~lwta_utils.config.AdversarialConfig`
@@ -7,7 +7,7 @@ eval mode and its stochastic layers as they are (PNI's noise stays on: the
 PNI recipe attacks the noisy model), against the true labels or the model's
 own predictions (``a.label``).
 
-Seed 001's mixed adversarial training draws ``u ~ U{0..7}`` per iteration:
+The Paris-Dauphine study's mixed adversarial training draws ``u ~ U{0..7}`` per iteration:
 0 Gaussian noise, 1 FGSM, 2 PGD, 3 Carlini-Wagner, 4-7 clean
 (:data:`MIXED_SLOTS`); a slot whose branch is not in ``a.mixed_branches``
 is a clean step, so the table's combinations ("smoothing + PGD", ...) keep
