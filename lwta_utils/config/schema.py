@@ -415,7 +415,8 @@ class ReportConfig:
 
 def _authors_attack() -> AttackConfig:
     return AttackConfig(name="pgd_linf", id="pgd20_authors", label="PGD, the authors' setting (relaxed gradient)",
-                        eps=[8 / 255], steps=20, step_size=2 / 255, random_start=True, gradient="model")
+                        eps=[8 / 255], steps=20, step_size=2 / 255, random_start=True, gradient="model",
+                        options={"keep": "last"})
 
 
 @dataclass
@@ -450,7 +451,8 @@ class ReleasedConfig:
     eps: the threat model's Linf radius in pixel units (8/255): the per-image worst case over the
         attacks and the kept adversarial examples are taken at it.
     authors_attack: the authors' kind of attack, run first: PGD-20, eps 8/255, step 2/255, random
-        start, the model's own (relaxed) gradient, model in eval mode.
+        start, the model's own (relaxed) gradient, model in eval mode, the last iterate kept (their
+        ``test_cifar10.py``: no early exit; ``options.keep`` 'last').
     attacks: the attack suite (entries as ``eval.attacks``; ``n_examples`` a prefix of ``n_images``).
     cascade: the ids of the attacks (of ``authors_attack`` and ``attacks``) run as the adaptive cascade
         at ``eps`` (as ``eval.cascade``: each on the images still robust after the previous ones, the
