@@ -17,13 +17,14 @@ import seaborn as sns
 
 from lwta_utils.analysis.queries import attack_label, attack_labels, reported, study_records
 from lwta_utils.analysis.tables import overhead_rows
+from lwta_utils.config.schema import MAX_GROUP_MODELS
 from lwta_utils.core.fileio import atomic_path
 from lwta_utils.core.jsonfiles import read_versioned
 
 NORM_UNITS = {"linf": "Linf, pixel units in [0, 1]", "l2": "L2, pixel units"}
 
 
-N_COLORS = 10  # seaborn's colour-blind palette
+N_COLORS = MAX_GROUP_MODELS  # seaborn's colour-blind palette
 
 
 def groups(cfg) -> dict[str, list[str]]:

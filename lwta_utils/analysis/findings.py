@@ -45,19 +45,17 @@ def claim_bullet(c: dict, scale: str) -> str:
 
 
 def pick_claims(claims: list[dict], n: int) -> list[dict]:
-    """The claims the findings show: those marked ``headline``, else the decided ones, claims about
-    robustness (an attack on a model) before the others, a few per source (round robin over the
-    sources, each source's claims in the file's order)."""
+    """The claims the findings show: the decided ones marked ``headline`` in the file's order, then
+    the other decided ones, claims about robustness (an attack on a model) before the others, a few
+    per source (round robin over the sources, each source's claims in the file's order)."""
     decided = [c for c in claims if c["verdict"] != "not comparable"]
-    marked = [c for c in decided if c.get("headline")]
-    if marked:
-        return marked[:n]
     rank, seen = {}, {}
     for i, c in enumerate(decided):
         key = (source_ids(c.get("source", "")) or [c.get("source", "")])[0]
         rank[c["id"]] = (seen.get(key, 0), i)
         seen[key] = seen.get(key, 0) + 1
-    return sorted(decided, key=lambda c: (not _about_robustness(c), *rank[c["id"]]))[:n]
+    return sorted(decided, key=lambda c: (not c.get("headline"), not _about_robustness(c),
+                                          *((0, 0) if c.get("headline") else rank[c["id"]])))[:n]
 
 
 def _about_robustness(c: dict) -> bool:

@@ -67,7 +67,7 @@ def scale_name(cfg) -> str:
 def headline_models(cfg) -> list[str]:
     """The models of the headline: ``report.headline_models``, else the report's first group
     (the defenses), else every model."""
-    chosen = list(getattr(cfg.report, "headline_models", []) or [])
+    chosen = list(cfg.report.headline_models)
     return [n for n in chosen if n in cfg.models] or next(iter(groups(cfg).values()))
 
 

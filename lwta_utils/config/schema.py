@@ -387,13 +387,19 @@ class ProbeConfig:
     n_kwta: int = 200
 
 
+MAX_GROUP_MODELS = 10  # models per report group: one colour each from seaborn's colour-blind palette
+
+
 @dataclass
 class ReportConfig:
     """What the analysis notebook and the report show.
 
     groups: the report's panels: a name per list of model names (a model may sit in several,
         e.g. the ReLU baseline as every group's reference). Within a group every model has its
-        own colour; a model keeps its colour in every figure. Empty: one group of all models.
+        own colour (up to 10 models per group); a model keeps its colour in every figure. Empty:
+        one group of all models.
+    headline_models: the models of the report's headline figure and table, in order (empty: the
+        first group's).
     reference: the ReLU model that compute overheads are relative to ('' = the first model).
     robust_floor: the findings list the models above this worst-case accuracy (share) one by one,
         and the others as a range.
@@ -406,6 +412,7 @@ class ReportConfig:
     """
 
     groups: dict[str, list[str]] = field(default_factory=dict)
+    headline_models: list[str] = field(default_factory=list)
     reference: str = ""
     robust_floor: float = 0.05
     probability_attacks: list[str] = field(default_factory=lambda: ["fgsm", "pgd_linf", "pgd_s001", "cw_l2"])

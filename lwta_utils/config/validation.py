@@ -17,6 +17,7 @@ from lwta_utils.config.schema import (
     GRADIENT_MODES,
     HEADS,
     LOSSES,
+    MAX_GROUP_MODELS,
     MIXED_BRANCHES,
     OPTIMIZERS,
     PLACEMENTS,
@@ -156,6 +157,11 @@ def validate(cfg: StudyConfig) -> None:
     for group, names in cfg.report.groups.items():
         for j, name in enumerate(names):
             check_choice(f"report.groups.{group}[{j}]", name, cfg.models)
+        if len(names) > MAX_GROUP_MODELS:
+            raise bad(f"report.groups.{group}", f"{len(names)} models",
+                      f"at most {MAX_GROUP_MODELS} (one colour each from the colour-blind palette): split the group")
+    for j, name in enumerate(cfg.report.headline_models):
+        check_choice(f"report.headline_models[{j}]", name, cfg.models)
 
 
 def validate_released(p: str, r: ReleasedConfig, cfg: StudyConfig) -> None:
