@@ -10,7 +10,7 @@ ARGS   ?=
 
 .PHONY: setup run smoke test test-header lab clean-runs browser
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(VENV)/.lwta-kernels
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -e ".[test]"
 	$(PY) -m pip install --no-deps torchattacks==3.5.1   # its metadata wants torchvision and a CUDA torch
 	$(PY) -m ipykernel install --sys-prefix --name lwta-study --display-name "Python (lwta-study)"
+	touch $@
+
+# Compile the LWTA numba kernels into numba's disk cache (~30 s on 2 cores, once; again when the
+# kernel file changes), so that no run starts by compiling them
+$(VENV)/.lwta-kernels: $(VENV)/.installed lwta_utils/defenses/lwta_kernels.py
+	$(PY) -c "from lwta_utils.defenses.lwta_kernels import prime_cache; prime_cache()"
 	touch $@
 
 run: setup

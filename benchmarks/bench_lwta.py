@@ -1,21 +1,35 @@
-"""LWTA versus ReLU: forward + backward step time, measured side by side in one run.
+"""LWTA versus ReLU: training step and inference pass times, measured side by side in one run.
 
-    python benchmarks/bench_lwta.py [--device cpu|cuda|all] [--reps 15] [--threads 0]
-        [--wrn-reps 3] [--no-wrn] [--json results/bench_lwta.json]
+    python benchmarks/bench_lwta.py [--device cpu|cuda|all] [--reps 25] [--threads 0]
+        [--wrn-reps 3] [--no-wrn] [--compiled] [--json results/bench_lwta.json]
 
-For the MNIST CNN (batch 128, 28 x 28) and for one WRN-34-10 block
-(160 -> 160 channels, 32 x 32, batch 128), times one training step
-(zero_grad, forward, cross-entropy or sum, backward; no optimiser step) for:
-ReLU; LWTA with each kernel ('auto', 'eager', 'generic'); and a direct
-implementation with ``F.gumbel_softmax`` (the reference point of the issue).
-Variants run interleaved, each repetition timing every variant once, so
-that the machine's noise hits all alike. The printed ratio is the median over
-repetitions of (variant's step time / ReLU's step time in the same
-repetition); the ratio of the medians is printed beside it. LWTA layers are in phase
-'train' (temperature 0.67, sampling on), as in training.
+For the MNIST CNN (batch 128, 28 x 28), in NCHW and in channels-last, times
+one training step (zero_grad, forward, cross-entropy, backward; no optimiser
+step; LWTA in phase 'train', temperature 0.67) and one inference pass
+(forward under no_grad; phase 'test', temperature 0.01, sampling on) for:
+
+- relu: the baseline;
+- lwta: kernel 'auto', the main path (on the CPU: the numba kernel);
+- lwta_eager: the fallback kernel (plain torch operations, no compiler of
+  any kind; its random words still drawn by numba);
+- lwta_eager_no_numba: the same where numba is not installed (words from
+  NumPy's SFC64);
+- lwta_generic: the softmax path used for any U;
+- direct_gumbel_softmax: ``F.gumbel_softmax`` over blocks of 2 (a reference
+  point: the straightforward implementation);
+- lwta_compiled (with ``--compiled``): the torch.compile kernel (compiles
+  for every shape and gradient mode: minutes on a small CPU).
+
+The same for one WRN-34-10 block (160 -> 160 channels, 32 x 32, batch 128)
+unless ``--no-wrn``. Variants run interleaved (``common.py``); each line
+prints the median time, the median over repetitions of the paired ratio to
+ReLU with its quartiles, and the ratio of the medians. The summary at the
+end gives LWTA / ReLU of the main and fallback paths with the targets of
+the issue (inference <= 1.2, training <= 1.1; fallback <= 1.4).
 """
 from __future__ import annotations
 
+import platform
 import sys
 from pathlib import Path
 
@@ -26,8 +40,12 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import parse_args, run_cases  # noqa: E402
 
-from lwta_utils.defenses.lwta_kernels import compiled_available  # noqa: E402
+from lwta_utils.core.jsonfiles import write_versioned  # noqa: E402
+from lwta_utils.defenses.lwta_kernels import numba_kernels, without_numba  # noqa: E402
 from lwta_utils.defenses.registry import register_activation  # noqa: E402
+
+TARGETS = {"lwta": {"inference": 1.2, "train": 1.1}, "lwta_eager": {"inference": 1.4, "train": 1.4},
+           "lwta_eager_no_numba": {"inference": 1.4, "train": 1.4}}
 
 
 class DirectGumbelLWTA(nn.Module):
@@ -44,20 +62,73 @@ class DirectGumbelLWTA(nn.Module):
 
 register_activation("lwta_direct_gumbel")(lambda n, kind: DirectGumbelLWTA(n, kind))
 
-VARIANTS = {  # name -> (activation, options)
-    "relu": ("relu", {}),
-    "lwta": ("lwta", {}),
-    "lwta_eager": ("lwta", {"kernel": "eager"}),
-    "lwta_generic": ("lwta", {"kernel": "generic"}),
-    "direct_gumbel_softmax": ("lwta_direct_gumbel", {}),
-}
+
+def variants(compiled: bool) -> dict:
+    """name -> (activation, options[, context])."""
+    v = {
+        "relu": ("relu", {}),
+        "lwta": ("lwta", {}),
+        "lwta_eager": ("lwta", {"kernel": "eager"}),
+        "lwta_eager_no_numba": ("lwta", {"kernel": "eager"}, without_numba),
+        "lwta_generic": ("lwta", {"kernel": "generic"}),
+        "direct_gumbel_softmax": ("lwta_direct_gumbel", {}),
+    }
+    if compiled:
+        v["lwta_compiled"] = ("lwta", {"kernel": "compiled"})
+    return v
+
+
+def cpu_flags() -> str:
+    """The CPU's model and its vector extensions (AVX2, AVX-512, AMX), from /proc/cpuinfo."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
+    keep = sorted({f for f in flags if f.startswith(("avx", "amx")) or f in ("fma", "f16c")})
+    return f"{model}; {' '.join(keep)}"
+
+
+def summary(out: dict, device: str) -> dict:
+    """LWTA / ReLU of the main and fallback paths on the MNIST CNN, per mode and memory format."""
+    rows = {}
+    for name in TARGETS:
+        row = {}
+        for mode in ("inference", "train"):
+            for fmt in ("nchw", "channels_last"):
+                key = f"mnist_cnn/{device}" if (mode, fmt) == ("train", "nchw") else f"mnist_cnn/{device}/{mode}/{fmt}"
+                r = out["results"].get(key, {}).get(name)
+                if r:
+                    row[f"{mode}/{fmt}"] = {"ratio": r["ratio_to_relu"], "quartiles": r["ratio_quartiles_to_relu"],
+                                            "target": TARGETS[name][mode]}
+        rows[name] = row
+    label = {"lwta": "main (auto)", "lwta_eager": "fallback (eager)", "lwta_eager_no_numba": "fallback, no numba"}
+    print(f"\nLWTA / ReLU, MNIST CNN, batch 128, {device} (median paired ratio [quartiles], target):")
+    cols = [f"{m}/{f}" for m in ("inference", "train") for f in ("nchw", "channels_last")]
+    print("  " + " " * 40 + "".join(f"{c:>26s}" for c in cols))
+    for name, row in rows.items():
+        cells = []
+        for c in cols:
+            r = row.get(c)
+            cells.append(f"{r['ratio']:.2f} [{r['quartiles'][0]:.2f},{r['quartiles'][1]:.2f}] <={r['target']}"
+                         if r else "-")
+        print(f"  {name + ' = ' + label[name]:40s}" + "".join(f"{c:>26s}" for c in cells))
+    return rows
 
 
 def main(argv=None) -> dict:
-    a = parse_args(__doc__, argv)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
-          f"torch.compile usable: {compiled_available()}")
-    return run_cases(a, VARIANTS)
+    a = parse_args(__doc__, argv, extra=lambda p: p.add_argument(
+        "--compiled", action="store_true", help="also time the torch.compile kernel (slow to compile)"))
+    json_path, a.json = a.json, None
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, numba kernel: "
+          f"{numba_kernels() is not None}; CPU: {cpu_flags()}")
+    out = run_cases(a, variants(a.compiled), modes=("inference", "train"), formats=("nchw", "channels_last"))
+    out["cpu"] = cpu_flags()
+    out["summary"] = {dev: summary(out, dev) for dev in a.devices}
+    if json_path:
+        write_versioned(json_path, "benchmark", out)
+    return out
 
 
 if __name__ == "__main__":

@@ -1,15 +1,22 @@
 """Shared parts of the activation benchmarks: models per variant, interleaved timing, CLI.
 
-Variants run interleaved, each repetition timing every variant once, so that
-the machine's noise hits all alike. A ratio is the median over repetitions
-of (one variant's step time / another's in the same repetition); the ratio
-of the medians is printed beside it. One step = zero_grad, forward, loss,
-backward (no optimiser step). Stochastic layers are in phase 'train'.
+Variants run interleaved, each repetition timing every variant once (in a
+new random order each repetition), so that the machine's noise hits all
+alike. A ratio is the median over repetitions of (one variant's step time /
+another's in the same repetition), printed with the quartiles of those
+per-repetition ratios (their spread); the ratio of the medians is recorded
+beside it. One training step = zero_grad, forward, loss, backward (no
+optimiser step), stochastic layers in phase 'train'; one inference pass =
+forward and loss under no_grad, phase 'test'. A variant is
+``(activation, options)`` or ``(activation, options, context)``: ``context()``
+is entered around each of its steps (e.g. ``without_numba``).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import random
 import statistics
 import sys
 import time
@@ -29,25 +36,37 @@ from lwta_utils.models import build_model  # noqa: E402
 from lwta_utils.models.wrn import PreActBlock
 
 
-def mnist_models(variants: dict, device):
-    """The MNIST CNN (batch 128, 28 x 28) with each variant's activation."""
+FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+def variant_contexts(variants: dict) -> dict:
+    """The context factory of every variant that declares one (see the module docstring)."""
+    return {k: v[2] for k, v in variants.items() if len(v) > 2}
+
+
+def mnist_models(variants: dict, device, memory_format: str = "nchw"):
+    """The MNIST CNN (batch 128, 28 x 28) with each variant's activation, in ``memory_format``
+    ('nchw' or 'channels_last': the weights and the batch, as ``compute.channels_last`` does)."""
+    fmt = FORMATS[memory_format]
     info = DataInfo("mnist", 1, 28, 10, (0.1307,), (0.3081,))
-    x = torch.rand(128, 1, 28, 28, device=device)
+    x = torch.rand(128, 1, 28, 28, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (128,), device=device)
     models = {}
-    for k, (act, opts) in variants.items():
+    for k, (act, opts, *_) in variants.items():
         torch.manual_seed(0)
-        models[k] = build_model(ModelConfig(activation=act, activation_options=opts), info).to(device)
+        models[k] = build_model(ModelConfig(activation=act, activation_options=opts), info).to(device, memory_format=fmt)
     return models, lambda m: F.cross_entropy(m(x), y)
 
 
-def wrn_block_models(variants: dict, device):
+def wrn_block_models(variants: dict, device, memory_format: str = "nchw"):
     """One WRN-34-10 block (160 -> 160 channels, 32 x 32, batch 128)."""
-    x = torch.randn(128, 160, 32, 32, device=device)
+    fmt = FORMATS[memory_format]
+    x = torch.randn(128, 160, 32, 32, device=device).contiguous(memory_format=fmt)
     models = {}
-    for k, (act, opts) in variants.items():
+    for k, (act, opts, *_) in variants.items():
         torch.manual_seed(0)
-        models[k] = PreActBlock(160, 160, 1, lambda c, a=act, o=opts: make_activation(a, c, "conv", **o)).to(device)
+        models[k] = PreActBlock(160, 160, 1, lambda c, a=act, o=opts: make_activation(a, c, "conv", **o)).to(
+            device, memory_format=fmt)
     return models, lambda m: m(x).square().mean()
 
 
@@ -56,12 +75,26 @@ def paired_ratio(times: dict, num: str, den: str) -> float:
     return statistics.median(t / r for t, r in zip(times[num], times[den]))
 
 
-def bench(models: dict, loss_fn, reps: int, device, ref: str = "relu", mode: str = "train") -> tuple[dict, dict]:
-    """Per variant: median time, paired ratio to ``ref``, ratio of medians, spread; and the raw times.
+def ratio_spread(times: dict, num: str, den: str) -> list[float]:
+    """[first quartile, third quartile] of the per-repetition ratios times[num] / times[den]."""
+    r = [t / d for t, d in zip(times[num], times[den])]
+    if len(r) < 2:
+        return [r[0], r[0]]
+    q = statistics.quantiles(r, n=4, method="inclusive")
+    return [q[0], q[2]]
+
+
+def bench(models: dict, loss_fn, reps: int, device, ref: str = "relu", mode: str = "train",
+          contexts: dict | None = None) -> tuple[dict, dict]:
+    """Per variant: median time, paired ratio to ``ref`` with its quartiles, ratio of medians,
+    spread of the times; and the raw times.
 
     mode 'train': one step = zero_grad, forward, loss, backward, stochastic layers in phase 'train';
     mode 'inference': one forward pass under no_grad in eval mode, phase 'test' (randomness as at test).
+    ``contexts``: variant -> a context factory entered around each of its steps.
     """
+    contexts = contexts or {}
+
     def step(m):
         if mode == "train":
             m.zero_grad(set_to_none=True)
@@ -73,22 +106,35 @@ def bench(models: dict, loss_fn, reps: int, device, ref: str = "relu", mode: str
             torch.cuda.synchronize()
 
     phase = "train" if mode == "train" else "test"
-    for m in models.values():
+    for k, m in models.items():
         m.train(mode == "train")
-        with maybe_switches(m, phase=phase):
-            for _ in range(2):
-                step(m)
+        with maybe_switches(m, phase=phase), contexts.get(k, contextlib.nullcontext)():
+            step(m)   # warm-up: allocations, first-call work (a compiled kernel's compilation)
     times = {k: [] for k in models}
+    order = list(models)
+    shuffle = random.Random(0).shuffle   # a fixed sequence of orders: no variant always runs first
     for _ in range(reps):
-        for k, m in models.items():
-            with maybe_switches(m, phase=phase):
+        shuffle(order)
+        for k in order:
+            m = models[k]
+            with maybe_switches(m, phase=phase), contexts.get(k, contextlib.nullcontext)():
                 t0 = time.perf_counter()
                 step(m)
                 times[k].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
     return {k: {"median_ms": 1000 * med[k], f"ratio_to_{ref}": paired_ratio(times, k, ref),
+                f"ratio_quartiles_to_{ref}": ratio_spread(times, k, ref),
                 "ratio_of_medians": med[k] / med[ref], "spread_ms": [1000 * min(v), 1000 * max(v)]}
             for k, v in times.items()}, times
+
+
+def print_results(title: str, res: dict, ref: str = "relu", width: int = 24) -> None:
+    """One line per variant: median time, paired ratio to ``ref`` [quartiles], ratio of medians."""
+    print(f"\n{title}:")
+    for k, r in res.items():
+        lo, hi = r[f"ratio_quartiles_to_{ref}"]
+        print(f"  {k:{width}s} {r['median_ms']:9.1f} ms   x{r[f'ratio_to_{ref}']:.2f} ReLU "
+              f"[{lo:.2f}, {hi:.2f}] (ratio of medians {r['ratio_of_medians']:.2f})")
 
 
 def parse_args(doc: str, argv=None, reps: int = 25, extra=None, wrn: bool = True):
@@ -113,28 +159,33 @@ def parse_args(doc: str, argv=None, reps: int = 25, extra=None, wrn: bool = True
     return a
 
 
-def run_cases(a, variants: dict, extra=None) -> dict:
-    """Time every variant on the MNIST CNN (and the WRN block) on every device; print and return.
+def run_cases(a, variants: dict, extra=None, modes=("train",), formats=("nchw",)) -> dict:
+    """Time every variant on the MNIST CNN (and the WRN block) on every device, in every mode
+    ('train', 'inference') and memory format; print and return.
 
-    ``extra(times)`` may return further named ratios per case (printed and recorded).
+    Results are keyed ``case/device`` for mode 'train' in NCHW (as before), else
+    ``case/device/mode/format``. ``extra(times)`` may return further named ratios per case.
     """
     out = {"threads": torch.get_num_threads(), "results": {}, **provenance()}
+    contexts = variant_contexts(variants)
     for dev_name in a.devices:
         dev = torch.device(dev_name)
         cases = [("mnist_cnn", mnist_models, a.reps)]
-        cases += [] if a.no_wrn else [("wrn34_10_block", wrn_block_models, a.wrn_reps)]
+        cases += [] if getattr(a, "no_wrn", True) else [("wrn34_10_block", wrn_block_models, a.wrn_reps)]
         for case, make, reps in cases:
-            models, loss_fn = make(variants, dev)
-            res, times = bench(models, loss_fn, reps, dev)
-            print(f"\n{case} on {dev_name}, batch 128, {reps} interleaved repetitions (median step time):")
-            for k, r in res.items():
-                print(f"  {k:24s} {r['median_ms']:9.1f} ms   x{r['ratio_to_relu']:.2f} ReLU "
-                      f"(ratio of medians {r['ratio_of_medians']:.2f})")
-            if extra:
-                res["ratios"] = extra(times)
-                for k, v in res["ratios"].items():
-                    print(f"  {k}: {v:.2f}")
-            out["results"][f"{case}/{dev_name}"] = res
+            for fmt in formats:
+                models, loss_fn = make(variants, dev, fmt)
+                for mode in modes:
+                    res, times = bench(models, loss_fn, reps, dev, mode=mode, contexts=contexts)
+                    what = "training step" if mode == "train" else "inference pass"
+                    print_results(f"{case} on {dev_name}, {fmt}, batch 128, {what}, {reps} interleaved repetitions "
+                                  f"(median time; median paired ratio [quartiles])", res)
+                    if extra:
+                        res["ratios"] = extra(times)
+                        for k, v in res["ratios"].items():
+                            print(f"  {k}: {v:.2f}")
+                    key = f"{case}/{dev_name}" if (mode, fmt) == ("train", "nchw") else f"{case}/{dev_name}/{mode}/{fmt}"
+                    out["results"][key] = res
     if a.json:
         write_versioned(a.json, "benchmark", out)
     return out

@@ -44,8 +44,9 @@ from lwta_utils.core.switches import Switchable
 from lwta_utils.defenses.lwta_kernels import (
     KERNELS,
     PairCompetition,
-    logistic,
-    random_bits,
+    draw_seed,
+    numba_pair,
+    pair_logistic,
     resolve_kernel,
     uniform,
 )
@@ -80,9 +81,9 @@ class LWTA(nn.Module, Switchable):
         version; dense layers fixed) or 'all'.
     temperature_init: initial ``t`` of a learned temperature (-0.01).
     kernel: how the U = 2 competition is computed (``lwta_kernels``):
-        'auto' (compiled on the CPU when torch.compile works, else eager),
-        'eager', 'compiled', or 'generic' (the plain softmax path used for
-        any U; same numbers, slowest).
+        'auto' (numba for float32 CPU tensors when numba imports, else
+        eager), 'numba', 'eager', 'compiled' (torch.compile), or 'generic'
+        (the plain softmax path used for any U; same numbers, slowest).
     """
 
     SWITCHES = {"phase": PHASES, "stochastic": (True, False), "test_mode": TEST_MODES,
@@ -132,16 +133,12 @@ class LWTA(nn.Module, Switchable):
             raise bad("input", tuple(h.shape), f"this {self.kind} LWTA layer takes {shape} with C = {self.num_features}")
         return h.view(h.shape[0], self.num_features // self.U, self.U, *h.shape[2:])
 
-    def _bits(self, hv: torch.Tensor) -> torch.Tensor | None:
-        """Random words, one per block, for the U = 2 kernels; None when deterministic."""
-        return random_bits(hv.select(2, 0).shape, hv, self.generator) if self.stochastic else None
-
     def _noise(self, hv: torch.Tensor) -> torch.Tensor | None:
         """Logistic noise per block (U = 2) or Gumbel noise per unit; None when deterministic."""
         if not self.stochastic:
             return None
         if self.U == 2:
-            return logistic(hv.select(2, 0).shape, hv, self.generator)
+            return pair_logistic(hv.select(2, 0), self.generator)
         return -torch.log(-torch.log(uniform(hv.shape, hv, self.generator).clamp_(_EPS, 1 - _EPS)))
 
     def mask(self, hv: torch.Tensor) -> torch.Tensor:
@@ -167,9 +164,15 @@ class LWTA(nn.Module, Switchable):
         if fast:
             tau = self.temperature()
             tau = tau if torch.is_tensor(tau) else hv.new_tensor(tau)
+            kernel = resolve_kernel(self.kernel, h)
+            if kernel == "numba":  # one pass on h itself, in its memory format; the word drawn inside
+                seed = draw_seed(self.generator) if self.stochastic else None
+                y, s = numba_pair(h, tau, seed, self.gradient == "straight_through", self.keep_mask)
+                if self.keep_mask:
+                    self.last_mask = torch.stack((s, 1 - s), dim=2)
+                return y
             keep = [] if self.keep_mask else None
-            y = PairCompetition.apply(hv, self._bits(hv), tau, self.gradient == "straight_through",
-                                      resolve_kernel(self.kernel, hv.device), keep)
+            y = PairCompetition.apply(hv, self._noise(hv), tau, self.gradient == "straight_through", kernel, keep)
             if keep:
                 self.last_mask = torch.stack((keep[0], 1 - keep[0]), dim=2)
             return _like(y, h)
