@@ -86,6 +86,28 @@ def test_batched_draws_and_eot_match_looped_ones_in_expectation(smoke_cfg, split
     assert torch.allclose(g1, g2, atol=1e-6)
 
 
+def test_a_draw_that_misclassifies_by_chance_is_no_success():
+    """A coin-flip model (two classes tied, fresh noise every pass): one draw misclassifies half the
+    examples, but an attack's look counts an example fooled only when CONFIRM_DRAWS draws agree."""
+    from lwta_utils.core.runtime import CONFIRM_DRAWS
+
+    model = Noisy().eval()
+    with torch.no_grad():
+        model.fc.weight.zero_()
+        model.fc.bias.copy_(torch.tensor([0.0, 0.0] + [-100.0] * 8))
+    x, y = torch.rand(4000, 1, 28, 28), torch.zeros(4000, dtype=torch.long)
+    with noise_from(model, stream(0, "coin")):
+        _, _, fooled = eot_step(model, x, y, eot_samples=1, need_grad=False)
+        _, _, fooled_eot = eot_step(model, x, y, eot_samples=CONFIRM_DRAWS + 3, need_grad=False)
+    assert abs(fooled.float().mean() - 0.5 ** CONFIRM_DRAWS) < 0.015, fooled.float().mean()
+    assert abs(fooled_eot.float().mean() - 0.5 ** (CONFIRM_DRAWS + 3)) < 0.01
+    with torch.no_grad():
+        model.fc.bias[1] = 1.0
+    with switches(model, stochastic=False):  # deterministic: one look decides
+        _, _, fooled_det = eot_step(model, x, y, eot_samples=1, need_grad=False)
+    assert bool(fooled_det.all())
+
+
 def test_the_cascade_finds_the_worst_case_of_every_attack_on_every_example_for_fewer_passes(trained, splits):
     x, y = splits.x_test[:60], splits.y_test[:60]
     suite = [AttackConfig(name="fgsm", id="fgsm", eps=[0.15]),

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lwta_utils.config.schema import GRADIENT_MODES
-from lwta_utils.core.runtime import MAX_PASS
-from lwta_utils.core.switches import batched_draws_ok, restore_switches, set_switches
+from lwta_utils.core.runtime import CONFIRM_DRAWS, MAX_PASS
+from lwta_utils.core.switches import batched_draws_ok, is_stochastic, restore_switches, set_switches
 
 # switches that the gradient pass of each mode sets (restored right after it)
 GRADIENT_SWITCHES: dict[str, dict] = {"model": {}, "straight_through": {"gradient": "straight_through"},
@@ -75,7 +75,10 @@ def eot_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eot_samples: in
     (``core.switches.batched_draws_ok``); otherwise one pass per draw. Both give the same
     expectation; ``batched`` forces one or the other. A mode whose forward pass differs from the
     model's ('expectation', 'deterministic') judges success with extra forward passes of the model
-    as it is."""
+    as it is. On a stochastic model an example counts as fooled only when at least
+    ``CONFIRM_DRAWS`` draws misclassify it (extra forward passes on the fooled examples when the
+    look has fewer): an attack that stopped at the first iterate one draw happens to misclassify
+    would leave an image most fresh draws classify correctly."""
     batched = batched_draws_ok(model) if batched is None else batched
     k = max(1, min(eot_samples, MAX_PASS // max(len(x), 1))) if batched and eot_samples > 1 else 1
     x = x.detach()
@@ -103,6 +106,16 @@ def eot_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eot_samples: in
         with torch.no_grad():
             for _ in range(eot_samples):
                 fooled &= model(x).argmax(1) != y
+    extra = CONFIRM_DRAWS - eot_samples if is_stochastic(model) else 0
+    if extra > 0 and fooled.any():  # a draw or two that misclassify by chance are no success
+        rows = fooled.nonzero().squeeze(1)
+        with torch.no_grad():
+            for _ in range(extra):
+                still = model(x[rows]).argmax(1) != y[rows]
+                fooled[rows[~still]] = False
+                rows = rows[still]
+                if not len(rows):
+                    break
     return (grad.div_(eot_samples) if need_grad else None), total / eot_samples, fooled
 
 
