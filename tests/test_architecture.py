@@ -166,3 +166,15 @@ def test_no_module_matches_an_attack_by_name():
                 if len([n for n in names if n in ATTACKS]) >= 2:
                     offenders.append(f"{_rel(p)}:{node.lineno}")
     assert not offenders, "attack names matched outside attacks/: " + ", ".join(offenders)
+
+
+def test_the_root_is_found_from_any_working_directory(tmp_path):
+    """The package finds the checkout it sits in (params/, models/, results/) wherever it runs."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "LWTA_ROOT"}
+    out = subprocess.run([sys.executable, "-c", "from lwta_utils.core.paths import ROOT; print(ROOT)"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=120, check=True)
+    assert Path(out.stdout.strip()) == ROOT and (ROOT / "params" / "default.yaml").is_file()

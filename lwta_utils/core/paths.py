@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 def find_root() -> Path:
-    here = Path(__file__).resolve().parents[1]
+    here = Path(__file__).resolve().parents[2]  # lwta_utils/core/paths.py -> the checkout
     if (here / "params" / "default.yaml").is_file():
         return here
     env = os.environ.get("LWTA_ROOT")
