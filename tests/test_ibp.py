@@ -115,3 +115,152 @@ def test_elbo_and_ibp_need_lwta(smoke_cfg, splits):
         load_config("smoke", overrides={"models.relu_std.train.loss": "elbo"})
     with pytest.raises(ConfigError, match="'ibp_options'"):
         build_model(ModelConfig(arch="mnist_cnn", activation="lwta", ibp=True, ibp_options={"beta": 2}), MNIST)
+
+
+# --- KL weight options, selection on the validation ELBO, early stopping -----------------------
+
+@pytest.fixture(scope="module")
+def small(splits):
+    """The smoke split cut to 192 training and 64 validation digits (fits of a few steps)."""
+    import dataclasses
+    return dataclasses.replace(splits, x_train=splits.x_train[:192], y_train=splits.y_train[:192],
+                               x_val=splits.x_val[:64], y_val=splits.y_val[:64])
+
+
+def test_kl_annealing_rises_linearly_to_its_target():
+    from lwta_utils.config import TrainConfig
+    from lwta_utils.training.fit import kl_weight
+    t = TrainConfig(loss="elbo", epochs=10, kl_warmup_epochs=4)
+    n = 3500
+    for e in (0.0, 0.5, 1.0, 2.75, 3.99):
+        assert kl_weight(t, e, n) == pytest.approx(e / 4 / n)                  # linear in the (fractional) epoch
+    assert kl_weight(t, 4.0, n) == kl_weight(t, 7.3, n) == kl_weight(t, math.inf, n) == pytest.approx(1 / n)
+    steps = [kl_weight(t, e / 55, n) for e in range(0, 6 * 55)]                # per step, 55 steps per epoch
+    assert all(b >= a for a, b in zip(steps, steps[1:])) and steps[0] == 0
+    assert kl_weight(TrainConfig(loss="elbo"), 0.0, n) == pytest.approx(1 / n)  # no warm-up: full weight at once
+
+
+def test_kl_data_size_sets_the_kl_weight_and_is_recorded(smoke_cfg, small):
+    from lwta_utils.config import TrainConfig
+    from lwta_utils.training.fit import kl_weight
+    assert kl_weight(TrainConfig(loss="elbo", kl_data_size=60000), 3.0, 3500) == pytest.approx(1 / 60000)
+    assert kl_weight(TrainConfig(loss="elbo", kl_data_size=0), 3.0, 3500) == pytest.approx(1 / 3500)
+    rows = {}
+    for size in (0, 60000):
+        t = copy.deepcopy(smoke_cfg.models["lwta_elbo"].train)
+        t.epochs, t.kl_data_size, t.kl_warmup_epochs = 1, size, 0
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(arch="mnist_cnn", activation="lwta", ibp=True), MNIST)
+        rows[size] = fit(model, small, t, device=torch.device("cpu"), seed=0, progress=False).history[0]
+    n = len(small.y_train)
+    assert rows[0]["kl_weight"] == pytest.approx(1 / n) and rows[60000]["kl_weight"] == pytest.approx(1 / 60000)
+    # the same first step and KL; the training loss carries KL / N with the N given
+    assert rows[60000]["train_loss"] < rows[0]["train_loss"]
+    assert rows[0]["train_loss"] - rows[0]["train_kl"] / n < rows[0]["train_loss"] / 2   # KL / N_train dominates
+
+
+def test_elbo_options_are_checked():
+    from lwta_utils.config import load_config
+    with pytest.raises(ConfigError, match="'models.relu_std.train.kl_data_size' = 60000"):
+        load_config("smoke", overrides={"models.relu_std.train.kl_data_size": 60000})
+    with pytest.raises(ConfigError, match="'models.relu_std.train.select_metric' = 'elbo'"):
+        load_config("smoke", overrides={"models.relu_std.train.select_metric": "elbo"})
+    with pytest.raises(ConfigError, match="'models.lwta_elbo.train.kl_warmup_epochs' = 99"):
+        load_config("smoke", overrides={"models.lwta_elbo.train.kl_warmup_epochs": 99})
+    with pytest.raises(ConfigError, match="'models.lwta_elbo.train.patience' = -1"):
+        load_config("smoke", overrides={"models.lwta_elbo.train.patience": -1})
+
+
+def test_selection_on_the_validation_elbo_skips_the_warm_up(smoke_cfg, small):
+    t = copy.deepcopy(smoke_cfg.models["lwta_elbo"].train)
+    t.epochs, t.select_metric, t.kl_warmup_epochs, t.patience = 3, "elbo", 1, 0
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="mnist_cnn", activation="lwta", ibp=True), MNIST)
+    res = fit(model, small, t, device=torch.device("cpu"), seed=0, progress=False)
+    assert res.select_metric == "val_elbo" and len(res.history) == 3
+    elbos = [r["val_elbo"] for r in res.history]
+    assert all(math.isfinite(v) and v < 0 for v in elbos)                     # -(CE + KL / N) per example
+    assert res.best_epoch == 2 + int(elbos[2] > elbos[1])                      # epoch 1 (warm-up) not eligible
+    assert res.best_metric == elbos[res.best_epoch - 1]
+    assert res.history[0]["kl_weight"] == pytest.approx(1 / len(small.y_train))  # end of the 1-epoch warm-up
+
+
+def test_patience_stops_when_the_selection_metric_stops_improving(smoke_cfg, small):
+    t = copy.deepcopy(smoke_cfg.models["relu_std"].train)
+    t.epochs, t.lr, t.patience = 5, 0.0, 2                                     # lr 0: validation never improves
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="mnist_cnn"), MNIST)
+    res = fit(model, small, t, device=torch.device("cpu"), seed=0, progress=False)
+    assert res.best_epoch == 1 and len(res.history) == 3                       # epochs 2 and 3 without improvement
+
+
+# --- what the IBP papers report: active indicators, compression ------------------------------
+
+def test_active_share_and_compression_from_the_thresholded_indicators():
+    from torch import nn
+
+    from lwta_utils.analysis.ibp_probes import compression_summary, layer_rows, set_thresholds
+    from lwta_utils.defenses.ibp import IBPConv2d, IBPLinear
+    conv = IBPConv2d(1, 6, 3, U=2)                                             # K = 3 blocks of 2 kernels (1 x 3 x 3)
+    lin = IBPLinear(4, 4, U=2)                                                 # K = 2 blocks, J = 4 inputs
+    model = nn.Sequential(conv, nn.Flatten(), lin, nn.Linear(4, 10))
+    with torch.no_grad():
+        conv.gate.t.copy_(torch.tensor([[3.0], [-6.0], [-3.0]]))               # q = 0.95, 0.0025, 0.047
+        lin.gate.t.copy_(torch.tensor([[-6.0, -6.0, -6.0, -6.0],               # block 1: all cut
+                                       [2.0, -6.0, 0.0, -1.0]]))               # block 2: q 0.88, 0.0025, 0.5, 0.27
+    rows = layer_rows(model)
+    assert [r["active"] for r in rows] == [2, 3] and [r["indicators"] for r in rows] == [3, 8]
+    assert rows[0]["active_share"] == pytest.approx(2 / 3) and rows[1]["active_share"] == pytest.approx(3 / 8)
+    assert [r["blocks_removed"] for r in rows] == [1, 1]
+    assert rows[0]["weights_kept"] == 2 * 2 * 9 and rows[0]["weights"] == 54    # 2 blocks x U kernels x 3 x 3
+    assert rows[1]["weights_kept"] == 3 * 2 and rows[1]["weights"] == 16      # 3 indicators x U units
+    s = compression_summary(model)
+    assert s["active_share"] == pytest.approx(5 / 11)
+    assert s["gated_weights_kept_share"] == pytest.approx(42 / 70)
+    assert s["weights"] == 70 + 40 and s["weights_kept"] == 42 + 40           # the classifier is never cut
+    assert s["compression"] == pytest.approx(110 / 82)
+    # the test-time weight mask is exactly what is counted as kept
+    conv.gate.phase = lin.gate.phase = "test"
+    assert int((lin.weight * lin.gate.weight_mask(lin.weight) != 0).sum()) == 6
+    before = set_thresholds(model, 0.5)                                         # a higher cut: q 0.95 and 0.88 stay
+    assert [r["active"] for r in layer_rows(model)] == [1, 1]
+    for gate, old in before.items():
+        gate.threshold = old
+    assert [r["active"] for r in layer_rows(model)] == [2, 3]
+
+
+def test_prior_probs_are_the_expected_stick_breaking_probabilities():
+    gate = IBPGate(K=5, J=1, U=2, kind="conv", a_init=1.5, b_init=0.8)
+    torch.manual_seed(3)
+    a, b = torch.nn.functional.softplus(gate.a_raw), torch.nn.functional.softplus(gate.b_raw)
+    u = kumaraswamy_sample(a.expand(200_000, -1), b.expand(200_000, -1))
+    mc = torch.cumprod(u, 1).mean(0)
+    torch.testing.assert_close(gate.prior_probs().detach(), mc, atol=3e-3, rtol=0.01)
+    assert torch.all(gate.prior_probs()[1:] <= gate.prior_probs()[:-1])       # a product of sticks: decreasing
+
+
+def test_gate_kl_over_several_stick_draws_is_steadier():
+    gate = IBPGate(K=8, J=50, U=2, kind="dense")
+    torch.manual_seed(4)
+    one = torch.stack([gate.kl_divergence().detach() for _ in range(200)])
+    many = torch.stack([gate.kl_divergence(32).detach() for _ in range(200)])
+    assert abs(float(one.mean()) - float(many.mean())) < 4 * float(one.std()) / math.sqrt(200)
+    assert float(many.std()) < float(one.std()) / 3
+
+
+def test_ibp_compression_writes_rows_layers_sweep_and_sticks(cfg, splits):
+    import lwta_utils as lu
+    from lwta_utils.analysis.ibp_probes import layer_rows
+    from lwta_utils.core.jsonfiles import read_versioned
+    from lwta_utils.evaluation.loading import load_models
+    names = lu.ibp_model_names(cfg, "lwta")[:1]
+    lu.train_stage(cfg, "lwta", splits, names=names)
+    table = lu.ibp_compression(cfg, splits, names=names, draws=2, thresholds=(0.01, 0.5), sweep_draws=1)
+    rec = read_versioned(cfg.results_dir / "ibp_compression.json", "ibp_compression")
+    model = load_models(cfg, names)[names[0]]
+    label = cfg.label(names[0])
+    assert [r["active"] for r in rec["per_layer"]] == [r["active"] for r in layer_rows(model)]
+    row = table.loc[label]
+    assert row["acc_ci"][0] <= row["acc"] <= row["acc_ci"][1] and row["epochs_run"] >= 1
+    assert len(lu.ibp_threshold_table(cfg)) == 2 and len(lu.ibp_layer_table(cfg)) == 3
+    assert lu.plot_stick_breaking(cfg) is not None and (cfg.figures_dir / "ibp_sticks.png").is_file()

@@ -1,11 +1,13 @@
-"""Provenance of every file the study writes: the git commit, package versions and the date."""
+"""Provenance of every file the study writes: the git commit, package versions, the CPU and the date."""
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import subprocess
 import time
 from importlib import metadata
+from pathlib import Path
 
 from lwta_utils.core.paths import ROOT
 
@@ -36,6 +38,23 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # the ones that change CPU speed and bf16 support
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_description() -> str:
+    """'AMD EPYC 9B14, 2 cores (avx2, avx512f, avx512_bf16)': the CPU model, the cores this process
+    may use and its speed-relevant flags (Linux's /proc/cpuinfo; elsewhere the platform's name)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return f"{platform.processor() or platform.machine()}, {cores} cores"
+    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), platform.machine())
+    flags = set(next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), []))
+    return f"{model}, {cores} cores ({', '.join(f for f in CPU_FLAGS if f in flags) or 'no AVX2'})"
+
+
 def provenance() -> dict:
-    return {"git_sha": git_sha(), "versions": package_versions(),
+    return {"git_sha": git_sha(), "versions": package_versions(), "cpu": cpu_description(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
