@@ -5,7 +5,7 @@ import torch
 import lwta_utils as lu
 from lwta_utils.core.errors import ConfigError
 from lwta_utils.data.augment import augment_batch
-from lwta_utils.data.splits import stratified_split
+from lwta_utils.data.splits import stratified_order, stratified_split
 
 
 def test_default_split_sizes_shapes_and_range():
@@ -36,6 +36,32 @@ def test_split_is_seeded():
     assert all(torch.equal(i, j) for i, j in zip(a, b))
     assert not torch.equal(a[0], c[0])
     assert not set(a[0].tolist()) & set(a[1].tolist())
+
+
+def test_every_prefix_of_the_test_split_is_stratified():
+    s = lu.load_data(lu.load_config("default"))
+    counts = np.cumsum(np.eye(10, dtype=int)[s.y_test.numpy()], axis=0)      # class counts of every prefix
+    k = np.arange(1, len(s.y_test) + 1)[:, None]
+    assert np.abs(counts - k / 10).max() <= 1.0                                # within one digit of k / 10
+    assert np.bincount(s.y_test[:200].numpy()).tolist() == [20] * 10          # Square's 200 digits
+    r = lu.load_data(lu.load_config("default", overrides={"data.test_order": "random"}))
+    assert sorted(map(bytes, r.x_test.numpy())) == sorted(map(bytes, s.x_test.numpy()))   # same digits
+    rc = np.cumsum(np.eye(10, dtype=int)[r.y_test.numpy()], axis=0)
+    assert np.abs(rc - k / 10).max() > 2                                       # a random order drifts
+    # unequal classes interleave at their own rates; the order is seeded
+    y = torch.tensor([0] * 60 + [1] * 30 + [2] * 10)
+    o = stratified_order(y, seed=1)
+    assert sorted(o.tolist()) == list(range(100)) and torch.equal(o, stratified_order(y, seed=1))
+    c = np.cumsum(np.eye(3, dtype=int)[y[o].numpy()], axis=0)
+    assert np.abs(c - np.arange(1, 101)[:, None] * np.array([0.6, 0.3, 0.1])).max() <= 1.0
+
+
+def test_the_test_order_reaches_evaluations_not_checkpoints():
+    a, b = lu.load_config("default"), lu.load_config("default", overrides={"data.test_order": "random"})
+    assert a.model_hash("relu_std") == b.model_hash("relu_std")
+    assert a.eval_hash("relu_std") != b.eval_hash("relu_std")
+    with pytest.raises(ConfigError, match="'data.test_order' = 'sorted'"):
+        lu.load_config("default", overrides={"data.test_order": "sorted"})
 
 
 def test_split_too_large_is_refused():

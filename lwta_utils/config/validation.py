@@ -26,6 +26,7 @@ from lwta_utils.config.schema import (
     SCHEDULES,
     SELECT_METRICS,
     STAGES,
+    TEST_ORDERS,
     WD_SCOPES,
     AdversarialConfig,
     AttackConfig,
@@ -51,6 +52,7 @@ def validate(cfg: StudyConfig) -> None:
     check_range("data.n_val", d.n_val, 10, integer=True)
     check_range("data.n_test", d.n_test, 10, integer=True)
     check_range("data.split_seed", d.split_seed, 0, 2**32 - 1, integer=True)
+    check_choice("data.test_order", d.test_order, TEST_ORDERS)
     if not cfg.models:
         raise bad("models", cfg.models, "the profile must define at least one model")
     for name, m in cfg.models.items():

@@ -68,6 +68,23 @@ def stratified_split(y: torch.Tensor, sizes: list[int], seed: int) -> list[torch
     return out
 
 
+def stratified_order(y: torch.Tensor, seed: int) -> torch.Tensor:
+    """An order of ``y``'s indices in which every prefix holds the class mix of ``y`` as closely
+    as whole counts allow (within one example of each class's share).
+
+    The i-th example of a class with n examples (in a seeded random order within the class) is
+    placed at (i + u) / n, u ~ U(0, 1): the classes interleave at their own rates, so the first
+    k examples hold about k * n_c / N of class c; the u's break ties at random.
+    """
+    y_np = y.numpy()
+    rng = np.random.default_rng(seed)
+    keys = np.empty(len(y_np))
+    for c in np.unique(y_np):
+        idx = rng.permutation(np.flatnonzero(y_np == c))
+        keys[idx] = (np.arange(len(idx)) + rng.uniform(size=len(idx))) / len(idx)
+    return torch.as_tensor(np.argsort(keys, kind="stable"), dtype=torch.int64)
+
+
 def load_data(cfg) -> Splits:
     """Load ``cfg.data`` (a DataConfig, or a StudyConfig holding one) and split it."""
     d = getattr(cfg, "data", cfg)
@@ -86,6 +103,9 @@ def load_data(cfg) -> Splits:
         i_tr, i_va = stratified_split(y_pool, [d.n_train, d.n_val], d.split_seed)
         (i_te,) = stratified_split(y_test, [d.n_test], d.split_seed)
         x_test, y_test = x_test[i_te], y_test[i_te]
+    if d.test_order == "stratified":  # every prefix stratified: attacks run on the first n digits
+        order = stratified_order(y_test, d.split_seed)
+        x_test, y_test = x_test[order], y_test[order]
     digest = hashlib.sha256(b"".join(i.numpy().tobytes() for i in (i_tr, i_va))).hexdigest()[:12]
     return Splits(info, x_pool[i_tr], y_pool[i_tr], x_pool[i_va], y_pool[i_va], x_test, y_test,
-                  meta={"split_seed": d.split_seed, "split_hash": digest})
+                  meta={"split_seed": d.split_seed, "split_hash": digest, "test_order": d.test_order})
