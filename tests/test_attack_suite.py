@@ -12,6 +12,7 @@ from lwta_utils.attacks.gradients import input_gradient
 from lwta_utils.attacks.registry import run_attack
 from lwta_utils.config.schema import AttackConfig, SanityConfig
 from lwta_utils.core.errors import ConfigError
+from lwta_utils.core.runtime import CONFIRM_DRAWS
 from lwta_utils.core.switches import Switchable, get_switches, set_switches
 from lwta_utils.evaluation.evaluate import evaluate_model
 from lwta_utils.evaluation.sanity import gradient_stats, sanity_checks
@@ -149,6 +150,7 @@ class CyclingScale(nn.Module, Switchable):
 
     SWITCHES = {"stochastic": (True, False)}
     SCALES = (1.0, 2.0, -3.0)
+    per_example_noise = False  # one scale per pass, shared by the batch: EOT needs one pass per draw
 
     def __init__(self):
         super().__init__()
@@ -171,19 +173,21 @@ def test_eot_averages_over_the_requested_number_of_draws():
         singles.append(input_gradient(model, x, y))
     model.calls = 0
     g = input_gradient(model, x, y, eot_samples=3)
-    assert model.calls == 3
+    assert 3 <= model.calls <= 3 + CONFIRM_DRAWS - 3  # 3 EOT passes (+ confirmation passes, examples all 3 fool)
     assert torch.allclose(g, torch.stack(singles).mean(0), atol=1e-6)
     assert not torch.allclose(g, singles[0])
+    with torch.no_grad():  # every draw keeps class 0, so no early exit: every step runs
+        model.fc.bias.copy_(torch.tensor([1e3] + [0.0] * 9))
     model.calls = 0
-    run_attack("pgd_linf", model, x, y, eps=0.1, steps=4, step_size=0.01, eot_samples=5)
-    assert model.calls == 4 * 5  # steps x EOT samples, no other pass with one restart
+    run_attack("pgd_linf", model, x, torch.zeros_like(y), eps=0.1, steps=4, step_size=0.01, eot_samples=5)
+    assert model.calls == (4 + 1) * 5  # (steps + the last iterate's look) x EOT samples, no other pass
     model.calls = 0
     with torch.no_grad():
         ExpectedModel(model, 6)(x)
     assert model.calls == 6
     model.calls = 0
-    input_gradient(model, x, y, gradient="deterministic")
-    assert model.stochastic and model.calls == 1  # noise off for the gradient pass only, then restored
+    input_gradient(model, x, torch.zeros_like(y), gradient="deterministic")
+    assert model.stochastic and model.calls == 2  # noise off for the gradient pass only, then on for the success check
 
 
 def test_gradient_modes_need_their_switches(trained, lwta_model, batch):
@@ -231,7 +235,7 @@ def _toy_evaluation(model, surrogate, x, y):
 def test_sanity_checks_pass_a_plain_model_and_flag_a_masked_one(trained, batch):
     x, y = batch
     masked = Quantised(trained).eval()
-    assert accuracy(masked, x, y) > 0.7  # rounding barely changes MNIST digits
+    assert accuracy(masked, x, y) >= accuracy(trained, x, y) - 0.1  # rounding barely changes MNIST digits
     ev, plain = _toy_evaluation(trained, trained, x, y)
     assert plain["flags"] == [], plain["checks"]
     assert {c["check"] for c in plain["checks"]} >= {"monotone in eps", "about 0 at large eps",
@@ -292,6 +296,8 @@ def test_standard_attack_must_be_an_attack_of_the_profile():
     from lwta_utils.config import load_config
 
     with pytest.raises(ConfigError, match="'eval.standard_attack' = 'pgd_linf_40'"):
-        load_config("smoke", overrides={"eval.attacks": [STANDARD], "eval.standard_attack": "pgd_linf_40"})
-    cfg = load_config("smoke", overrides={"eval.attacks": [STANDARD, {"name": "pgd_l2", "eps": [2.0]}]})
+        load_config("smoke", overrides={"eval.attacks": [STANDARD], "eval.cascade": [],
+                                        "eval.standard_attack": "pgd_linf_40"})
+    cfg = load_config("smoke", overrides={"eval.attacks": [STANDARD, {"name": "pgd_l2", "eps": [2.0]}],
+                                          "eval.cascade": []})
     assert cfg.eval.attacks[1].eps == [2.0]  # L2 radii may exceed 1

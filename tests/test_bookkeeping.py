@@ -210,6 +210,7 @@ def test_a_killed_training_leaves_the_previous_checkpoint_and_the_next_run_clean
 
 CHEAP = {"eval.attacks": [{"name": "fgsm", "eps": [0.1, 0.3]},
                           {"name": "pgd_linf", "eps": [0.3], "steps": 3, "step_size": 0.1}],
+         "eval.cascade": ["pgd_linf"],
          "eval.n_examples": 60, "eval.draws": 3, "data.n_train": 300, "num_threads": 1}
 
 

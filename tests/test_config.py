@@ -72,3 +72,13 @@ def test_an_override_reaches_only_the_model_it_names():
     cfg = lu.load_config("default", overrides={"models.kwta_std.train.lr": 0.5})
     assert cfg.models["kwta_std"].train.lr == 0.5
     assert all(cfg.models[n].train.lr == base.models[n].train.lr for n in cfg.models if n != "kwta_std")
+
+
+def test_an_override_of_a_recipe_reaches_its_replicates():
+    cfg = lu.load_config("smoke", overrides={"models.lwta_pgdat.train.epochs": 1})
+    assert cfg.models["lwta_pgdat"].train.epochs == cfg.models["lwta_pgdat_s1"].train.epochs == 1
+    assert cfg.models["lwta_pgdat_st"].train.epochs != 1                       # another recipe, untouched
+    cfg = lu.load_config("smoke", overrides={"models.lwta_pgdat.seed": 5})        # a replicate keeps its own seed
+    assert cfg.models["lwta_pgdat_s1"].seed != 5
+    with pytest.raises(ConfigError, match="'models.lwta_pgdat_s1.replicate_of' = 'lwta_pgdat'"):
+        lu.load_config("smoke", overrides={"models.lwta_pgdat.train.epochs": 1, "models.lwta_pgdat_s1.train.epochs": 2})

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from lwta_utils.analysis.figures import model_colors, save_figure
+from lwta_utils.config.schema import STAGES
 from lwta_utils.core.errors import ConfigError, check_range
 from lwta_utils.core.jsonfiles import read_versioned, write_versioned
 from lwta_utils.core.modes import eval_mode
@@ -42,11 +43,15 @@ def ibp_model_names(cfg, stage: str | None = None) -> list[str]:
 
 
 def compared_model_names(cfg) -> list[str]:
-    """The default comparison: the reference ReLU model, then the LWTA models of stage 'lwta'
-    (plain and IBP)."""
-    reference = cfg.report.reference or next(iter(cfg.models))
-    return [reference] + [n for n, m in cfg.models.items() if m.activation == "lwta" and m.stage == "lwta"
-                          and n != reference]
+    """The default comparison: the reference ReLU model when it is trained by the time of stage 'lwta'
+    (else the first model of stage 'baseline', if any), then the LWTA models of stage 'lwta' (plain
+    and IBP)."""
+    by_now = STAGES[: STAGES.index("lwta") + 1]
+    reference = cfg.report.reference if cfg.report.reference in cfg.models else None
+    if reference is None or cfg.models[reference].stage not in by_now:
+        reference = next((n for n, m in cfg.models.items() if m.stage == "baseline"), None)
+    lwta = [n for n, m in cfg.models.items() if m.activation == "lwta" and m.stage == "lwta" and n != reference]
+    return ([reference] if reference else []) + lwta
 
 
 def layer_rows(model: nn.Module) -> list[dict]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import pandas as pd
 
 from lwta_utils.analysis.headline import DATASET_NAMES, released_rows
-from lwta_utils.analysis.queries import attack_label, headline_rows, reported
+from lwta_utils.analysis.queries import attack_label, headline_rows
+from lwta_utils.analysis.queries import reported as reported_accuracy
 from lwta_utils.analysis.sources import SOURCES
 from lwta_utils.core.jsonfiles import write_versioned
 from lwta_utils.core.paths import display_path
@@ -26,7 +27,7 @@ def _eps_text(eps: float) -> str:
 
 
 def _acc(r) -> str:
-    return f"{100 * reported(r)[0]:.2f}"
+    return f"{100 * reported_accuracy(r)[0]:.2f}"
 
 
 def entry(*, name: str, label: str, dataset: str, eps: float, clean, robust, arch: str, training: str,
@@ -39,8 +40,8 @@ def entry(*, name: str, label: str, dataset: str, eps: float, clean, robust, arc
             "number_forward_passes": 1, "evaluation_draws": draws, "dataset": dataset.lower().replace("-", ""),
             "venue": "", "architecture": arch, "threat_model": "Linf", "eps": _eps_text(eps),
             "clean_acc": _acc(clean), "reported": reported, "robust_acc": _acc(robust),
-            "robust_evaluation": attack_label(robust), "robust_acc_ci95": [round(100 * reported(robust)[1], 2),
-                                                                           round(100 * reported(robust)[2], 2)],
+            "robust_evaluation": attack_label(robust), "robust_acc_ci95": [round(100 * reported_accuracy(robust)[1], 2),
+                                                                           round(100 * reported_accuracy(robust)[2], 2)],
             "n_examples": int(robust["n_examples"]), "source": source, "training": training,
             "unreliable": bool(flags), "footnote": ("sanity flags: " + "; ".join(flags)) if flags else "",
             "git_sha": str(robust.get("git_sha") or git_sha())}

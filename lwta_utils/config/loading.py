@@ -105,6 +105,26 @@ def _unshared(node: Any) -> Any:
     return node
 
 
+REPLICATE_OWN_FIELDS = ("label", "seed", "replicate_of")  # what a replicate may set apart from its original
+
+
+def _to_replicates(raw: dict, overrides: dict) -> dict:
+    """An override of a model's recipe reaches its replicates (``replicate_of``: the same recipe,
+    another seed) unless it names a replicate's field itself: ``models.lwta_pgdat.train.epochs=1``
+    also sets ``models.lwta_pgdat_s1.train.epochs``."""
+    models = raw.get("models") if isinstance(raw.get("models"), dict) else {}
+    out = {}
+    for key, value in overrides.items():
+        parts = key.split(".") if isinstance(key, str) else []
+        if len(parts) < 3 or parts[0] != "models" or parts[2] in REPLICATE_OWN_FIELDS:
+            continue
+        for name, m in models.items():
+            twin = ".".join(["models", name, *parts[2:]])
+            if isinstance(m, dict) and m.get("replicate_of") == parts[1] and twin not in overrides:
+                out[twin] = value
+    return out
+
+
 def load_config(profile: str = "default", *, seed: int | None = None, device: str | None = None,
                 out_dir: str | None = None, overrides: dict[str, Any] | None = None) -> StudyConfig:
     """Read ``params/<profile>.yaml``, apply overrides, validate, return the config."""
@@ -115,6 +135,8 @@ def load_config(profile: str = "default", *, seed: int | None = None, device: st
     for key, value in (overrides or {}).items():
         if not isinstance(key, str) or not key:
             raise bad("overrides", key, "keys must be dotted config names such as 'seed'")
+        _set_dotted(raw, key, value)
+    for key, value in _to_replicates(raw, overrides or {}).items():
         _set_dotted(raw, key, value)
     for key, value in (("seed", seed), ("device", device), ("out_dir", out_dir)):
         if value is not None:
