@@ -155,6 +155,8 @@ def ibp_compression(cfg, splits, names: list[str] | None = None, draws: int | No
     probabilities (:func:`plot_stick_breaking`). Writes ``results/ibp_compression.json`` (the
     rows of models measured before are kept)."""
     names = compared_model_names(cfg) if names is None else list(names)
+    if not names:  # a profile without LWTA models of stage 'lwta' (paper): nothing to compare
+        return pd.DataFrame()
     draws = cfg.report.probes.draws if draws is None else draws
     check_range("draws", draws, 1, integer=True)
     check_range("sweep_draws", sweep_draws, 1, integer=True)
@@ -215,7 +217,7 @@ def ibp_summary_table(cfg) -> pd.DataFrame:
     """One row per model from ``results/ibp_compression.json``: clean test accuracy (interval) at
     the model's compression, active indicators, weights kept, and how it was trained."""
     rec = _read(cfg)
-    if rec is None:
+    if rec is None or not rec["rows"]:
         return pd.DataFrame()
     df = pd.DataFrame(rec["rows"]).set_index("model")
     return df[[c for c in SUMMARY_COLUMNS if c in df]]
