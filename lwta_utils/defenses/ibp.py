@@ -1,7 +1,8 @@
 """The IBP / stick-breaking variant of LWTA networks, and the ELBO's KL terms.
 
 Panousis, Chatzis & Theodoridis, "Nonparametric Bayesian Deep Networks with
-Local Competition" (ICML 2019), and seed 001's ELBO (REFERENCE section 1):
+Local Competition" (ICML 2019), and the ELBO of the Paris-Dauphine student study (Hicheur,
+Bourdrez & Kaspar; REFERENCE section 1):
 
 - utility indicators ``z ~ Bernoulli(pi_k)``, ``pi_k = prod_{i<=k} u_i``,
   ``u_i ~ Beta(alpha, 1)`` (stick-breaking, one stick per LWTA block k);
