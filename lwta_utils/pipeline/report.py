@@ -53,8 +53,10 @@ REPORT_CSS = """<style>
 """
 
 MAX_IMAGE_WIDTH = 1200  # pixels: the report's column is narrower on common screens
-REPORT_BUDGET = 2_400_000  # bytes: images lose colours (256, 128, 64) until the page fits, under 2.5 MB
+REPORT_BUDGET = 2_400_000  # bytes: images lose colours (256, 128, 64), then width, until the page fits, under 2.5 MB
 COLOURS = (256, 128, 64)
+WIDTHS = (MAX_IMAGE_WIDTH, 1000, 800)  # pixels, tried in turn when the colours alone do not fit the budget
+STYLE_TAG = re.compile(r"<style\b[^>]*>.*?</style>", re.S | re.I)
 FIRST_SCREEN = (1366, 768)
 
 
@@ -214,17 +216,32 @@ def _reencode_png(raw: bytes, max_width: int = MAX_IMAGE_WIDTH, colours: int = 2
 IMG_TAG = re.compile(r'<img\b[^>]*?src="data:image/png;base64,([A-Za-z0-9+/=\s]+)"[^>]*>', re.I)
 
 
+def unique_styles(html: str) -> str:
+    """The page with every ``<style>`` block that repeats an earlier one removed (the notebooks'
+    outputs each carry the same table and widget styles)."""
+    seen: set[str] = set()
+
+    def once(m: re.Match) -> str:
+        if m.group(0) in seen:
+            return ""
+        seen.add(m.group(0))
+        return m.group(0)
+
+    return STYLE_TAG.sub(once, html)
+
+
 def lighten_images(html: str, max_width: int = MAX_IMAGE_WIDTH, budget: int = REPORT_BUDGET) -> str:
     """Re-encode every embedded PNG for the screen (see ``_reencode_png``: 256 colours, or 128 and
-    then 64 while the page is over ``budget`` bytes) and embed a figure shown twice only once: the
+    then 64, then the same at 1,000 and 800 pixels wide, while the page is over ``budget`` bytes) and embed a figure shown twice only once: the
     later copy becomes a link to the first."""
     matches = list(IMG_TAG.finditer(html))
     first: dict[str, int] = {}
     for i, m in enumerate(matches):
         first.setdefault(hashlib.sha1(m.group(1).encode()).hexdigest(), i)
     raw = {d: base64.b64decode(matches[i].group(1)) for d, i in first.items()}
-    for colours in COLOURS:
-        small = {d: base64.b64encode(_reencode_png(r, max_width, colours)).decode() for d, r in raw.items()}
+    widths = [max_width] + [w for w in WIDTHS if w < max_width]
+    for width, colours in ((w, c) for w in widths for c in COLOURS):
+        small = {d: base64.b64encode(_reencode_png(r, width, colours)).decode() for d, r in raw.items()}
         out, pos = [], 0
         for i, m in enumerate(matches):
             digest = hashlib.sha1(m.group(1).encode()).hexdigest()
@@ -258,6 +275,7 @@ def build_report(paths: list[Path], out_html: Path, title: str, intro: str = "",
     finally:
         exporter.log.setLevel(level)
     html = _alt_texts(EXTERNAL_SCRIPT.sub("", html)).replace("</head>", REPORT_CSS + "</head>", 1)
+    html = unique_styles(html)
     return write_text(out_html, lighten_images(html))
 
 
