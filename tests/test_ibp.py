@@ -264,3 +264,10 @@ def test_ibp_compression_writes_rows_layers_sweep_and_sticks(cfg, splits):
     assert row["acc_ci"][0] <= row["acc"] <= row["acc_ci"][1] and row["epochs_run"] >= 1
     assert len(lu.ibp_threshold_table(cfg)) == 2 and len(lu.ibp_layer_table(cfg)) == 3
     assert lu.plot_stick_breaking(cfg) is not None and (cfg.figures_dir / "ibp_sticks.png").is_file()
+    # cached by the inputs' hashes: the same call measures nothing; other settings measure again
+    path = cfg.results_dir / "ibp_compression.json"
+    stamp = path.stat().st_mtime_ns
+    lu.ibp_compression(cfg, splits, names=names, draws=2, thresholds=(0.01, 0.5), sweep_draws=1)
+    assert path.stat().st_mtime_ns == stamp
+    lu.ibp_compression(cfg, splits, names=names, draws=3, thresholds=(0.01, 0.5), sweep_draws=1)
+    assert path.stat().st_mtime_ns != stamp and read_versioned(path, "ibp_compression")["draws"] == 3

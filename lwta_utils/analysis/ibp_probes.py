@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from lwta_utils.analysis.figures import model_colors, save_figure
+from lwta_utils.analysis.probe_cache import probe_hash
 from lwta_utils.config.schema import STAGES
 from lwta_utils.core.errors import ConfigError, check_range
 from lwta_utils.core.jsonfiles import read_versioned, write_versioned
@@ -164,6 +165,11 @@ def ibp_compression(cfg, splits, names: list[str] | None = None, draws: int | No
         check_range(f"thresholds[{i}]", th, 0.0, 1.0)
     seed = cfg.seed if seed is None else seed
     x, y = splits.x_test, splits.y_test
+    settings = {"draws": draws, "sweep_draws": sweep_draws, "thresholds": list(thresholds), "seed": seed, "n": len(y)}
+    hashes = {n: probe_hash(cfg, n, **settings) for n in names}
+    cached = _read(cfg) or {}
+    if all(cached.get("hashes", {}).get(n) == h for n, h in hashes.items()):  # nothing changed: reuse the file
+        return ibp_summary_table(cfg)
     rows, layers, sweep, sticks = [], [], [], {}
     for name, model in load_models(cfg, names, device).items():
         label = cfg.label(name)
@@ -184,12 +190,12 @@ def ibp_compression(cfg, splits, names: list[str] | None = None, draws: int | No
             sweep.append({"model": label, "threshold": th, "active_share": summary["active_share"],
                           "weights_kept_share": summary["weights_kept_share"],
                           "compression": summary["compression"], **acc})
-    _write(cfg.results_dir / RESULT, {r["model"] for r in rows}, rows, layers, sweep, sticks, seed=seed,
+    _write(cfg.results_dir / RESULT, {r["model"] for r in rows}, rows, layers, sweep, sticks, hashes, seed=seed,
            n=len(y), draws=draws, sweep_draws=sweep_draws)
     return ibp_summary_table(cfg)
 
 
-def _write(path: Path, models: set[str], rows, layers, sweep, sticks, **meta) -> None:
+def _write(path: Path, models: set[str], rows, layers, sweep, sticks, hashes: dict, **meta) -> None:
     """Write the measurements, keeping those of other models already in the file."""
     try:
         old = read_versioned(path, "ibp_compression") if path.is_file() else {}
@@ -200,6 +206,7 @@ def _write(path: Path, models: set[str], rows, layers, sweep, sticks, **meta) ->
     write_versioned(path, "ibp_compression", {
         "rows": keep("rows") + rows, "per_layer": keep("per_layer") + layers, "sweep": keep("sweep") + sweep,
         "sticks": {**{k: v for k, v in old.get("sticks", {}).items() if k not in names}, **sticks},
+        "hashes": {**old.get("hashes", {}), **hashes},  # per model: its checkpoint, the data and these settings
         **meta, **provenance()})
 
 
