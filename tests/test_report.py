@@ -123,8 +123,8 @@ def test_images_are_lightened_for_the_screen():
     assert img.width == MAX_IMAGE_WIDTH and img.height == round(900 * MAX_IMAGE_WIDTH / 2400)
     assert len(small) < len(raw) / 4
     assert len(lighten_images(html, budget=len(out) - 1)) <= len(out)  # over the budget: fewer colours
-    tight = lighten_images(html, budget=1)                                  # nothing fits: the narrowest, 64 colours
-    assert Image.open(io.BytesIO(base64.b64decode(re.search(r"base64,([^\"]+)", tight).group(1)))).width == 800
+    tight = lighten_images(html, budget=1)                                  # nothing fits: the narrowest, 32 colours
+    assert Image.open(io.BytesIO(base64.b64decode(re.search(r"base64,([^\"]+)", tight).group(1)))).width == 640
 
 
 def test_repeated_style_blocks_are_embedded_once():

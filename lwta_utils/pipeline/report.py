@@ -53,9 +53,9 @@ REPORT_CSS = """<style>
 """
 
 MAX_IMAGE_WIDTH = 1200  # pixels: the report's column is narrower on common screens
-REPORT_BUDGET = 2_400_000  # bytes: images lose colours (256, 128, 64), then width, until the page fits, under 2.5 MB
-COLOURS = (256, 128, 64)
-WIDTHS = (MAX_IMAGE_WIDTH, 1000, 800)  # pixels, tried in turn when the colours alone do not fit the budget
+REPORT_BUDGET = 2_400_000  # bytes: images lose colours (256 to 32), then width, until the page fits, under 2.5 MB
+COLOURS = (256, 128, 64, 32)
+WIDTHS = (MAX_IMAGE_WIDTH, 1000, 800, 640)  # pixels, tried in turn when the colours alone do not fit the budget
 STYLE_TAG = re.compile(r"<style\b[^>]*>.*?</style>", re.S | re.I)
 FIRST_SCREEN = (1366, 768)
 
@@ -232,7 +232,7 @@ def unique_styles(html: str) -> str:
 
 def lighten_images(html: str, max_width: int = MAX_IMAGE_WIDTH, budget: int = REPORT_BUDGET) -> str:
     """Re-encode every embedded PNG for the screen (see ``_reencode_png``: 256 colours, or 128 and
-    then 64, then the same at 1,000 and 800 pixels wide, while the page is over ``budget`` bytes) and embed a figure shown twice only once: the
+    then 64 and 32, then the same at 1,000, 800 and 640 pixels wide, while the page is over ``budget`` bytes) and embed a figure shown twice only once: the
     later copy becomes a link to the first."""
     matches = list(IMG_TAG.finditer(html))
     first: dict[str, int] = {}
