@@ -178,3 +178,26 @@ def test_the_root_is_found_from_any_working_directory(tmp_path):
     out = subprocess.run([sys.executable, "-c", "from lwta_utils.core.paths import ROOT; print(ROOT)"], cwd=tmp_path,
                          env=env, capture_output=True, text=True, timeout=120, check=True)
     assert Path(out.stdout.strip()) == ROOT and (ROOT / "params" / "default.yaml").is_file()
+
+
+def test_the_commit_is_clean_when_only_outputs_differ(tmp_path, monkeypatch):
+    """A chain run that replaced the committed outputs still ran the commit's code: no '+dirty'."""
+    import subprocess
+
+    from lwta_utils.core import provenance
+    repo = tmp_path / "repo"
+    (repo / "results").mkdir(parents=True)
+    (repo / "code.py").write_text("x = 1\n")
+    (repo / "results" / "eval.json").write_text("{}\n")
+    run = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True)  # noqa: E731
+    run("init", "-q")
+    run("add", ".")
+    run("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    monkeypatch.setattr(provenance, "ROOT", repo)
+    (repo / "results" / "eval.json").unlink()
+    provenance.git_sha.cache_clear()
+    assert not provenance.git_sha().endswith("+dirty")
+    (repo / "code.py").write_text("x = 2\n")
+    provenance.git_sha.cache_clear()
+    assert provenance.git_sha().endswith("+dirty")
+    provenance.git_sha.cache_clear()

@@ -307,7 +307,8 @@ def test_readme_and_docs_numbers_are_in_the_records():
     acc = set()
     for path in results.glob("eval_*.json"):
         for r in json.loads(path.read_text())["records"]:
-            acc |= {f"{100 * r[k]:.1f}" for k in ("accuracy", "ci_low", "ci_high")}
+            acc |= {f"{100 * r[k]:.1f}" for k in ("accuracy", "ci_low", "ci_high", "worst_accuracy", "robust_ci_low",
+                                                  "robust_ci_high") if r.get(k) is not None}
     bench = set()
     for path in results.glob("bench_*.json"):
         _floats(json.loads(path.read_text()), bench, ".2f")

@@ -14,13 +14,18 @@ from lwta_utils.core.paths import ROOT
 TRACKED_PACKAGES = ("torch", "numpy", "foolbox", "pyautoattack", "mlxtend", "pandas", "papermill", "torchvision")
 
 
+OUTPUT_PATHS = ("models", "results", "figures", "reports", "README.md")  # what the chain writes: not code
+
+
 @functools.lru_cache(maxsize=1)
 def git_sha() -> str:
-    """The checkout's commit, with '+dirty' when tracked files differ; 'unknown' outside git."""
+    """The checkout's commit, with '+dirty' when tracked code differs from it (the chain's own outputs,
+    ``OUTPUT_PATHS``, aside: a run that replaces them still ran the commit's code); 'unknown' outside git."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                *[f":(exclude){p}" for p in OUTPUT_PATHS]], cwd=ROOT,
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return (sha + ("+dirty" if dirty else "")) if sha else "unknown"
     except (OSError, subprocess.SubprocessError):

@@ -47,7 +47,7 @@ from lwta_utils.core.errors import ConfigError, bad
 from lwta_utils.core.jsonfiles import read_versioned, write_versioned
 from lwta_utils.core.paths import NOTEBOOKS_DIR, ROOT, display_path
 from lwta_utils.core.progress import ENV as PROGRESS_ENV
-from lwta_utils.core.provenance import provenance
+from lwta_utils.core.provenance import OUTPUT_PATHS, provenance
 from lwta_utils.pipeline.console import Console, NotebookRun, open_hint, summary_table
 from lwta_utils.pipeline.report import build_report, check_report, expected_anchors, update_readme_findings
 
@@ -134,7 +134,6 @@ def remove_stale_temporaries(out: Path) -> int:
 
 
 # What the chain itself writes into a committed checkout: not code, so not part of the clean check.
-OUTPUT_PATHS = ("models", "results", "figures", "reports", "README.md")
 
 
 def uncommitted_code(root: Path) -> list[str] | None:
