@@ -91,7 +91,14 @@ def tiny_paper_overrides(root) -> list[str]:
     sets = [f"data.root={root}", "data.n_train=16", "data.n_val=10", "data.n_test=10", "eval.n_examples=10",
             "eval.draws=2", "eval.sanity.n_examples=4", "eval.cascade=[]",
             "eval.attacks=[{name: fgsm, eps: [0.031373]}, "
-            "{name: pgd_linf, eps: [0.031373], steps: 2, step_size: 0.01}]"]
+            "{name: pgd_linf, eps: [0.031373], steps: 2, step_size: 0.01}]",
+            # the released checkpoint's step (its own tests: test_released.py) on 4 images, one PGD step each
+            "released.n_images=4", "released.batch_size=4", "released.draws=2", "released.attack_draws=1",
+            "released.n_gradients=2", "released.n_saved_examples=2", "released.cascade=[]",
+            "released.authors_attack={id: pgd20_authors, name: pgd_linf, eps: [0.03137254901960784], steps: 1, "
+            "step_size: 0.0078, options: {keep: last}}",
+            "released.attacks=[{id: pgd20_st, name: pgd_linf, eps: [0.03137254901960784], steps: 1, step_size: 0.0078, "
+            "gradient: straight_through}]"]
     for name in cfg.models:  # the smallest WideResNet that runs the same code: depth 10 (one block per group)
         sets += [f"models.{name}.train.{k}" for k in
                  ("epochs=1", "batch_size=8", "adversarial.steps=1", "val_attack_steps=1", "milestones=[0]")]
