@@ -29,7 +29,6 @@ the issue (inference <= 1.2, training <= 1.1; fallback <= 1.4).
 """
 from __future__ import annotations
 
-import platform
 import sys
 from pathlib import Path
 
@@ -41,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import parse_args, run_cases  # noqa: E402
 
 from lwta_utils.core.jsonfiles import write_versioned  # noqa: E402
+from lwta_utils.core.provenance import cpu_description  # noqa: E402
 from lwta_utils.defenses.lwta_kernels import numba_kernels, without_numba  # noqa: E402
 from lwta_utils.defenses.registry import register_activation  # noqa: E402
 
@@ -78,18 +78,6 @@ def variants(compiled: bool) -> dict:
     return v
 
 
-def cpu_flags() -> str:
-    """The CPU's model and its vector extensions (AVX2, AVX-512, AMX), from /proc/cpuinfo."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
-    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
-    keep = sorted({f for f in flags if f.startswith(("avx", "amx")) or f in ("fma", "f16c")})
-    return f"{model}; {' '.join(keep)}"
-
-
 def summary(out: dict, device: str) -> dict:
     """LWTA / ReLU of the main and fallback paths on the MNIST CNN, per mode and memory format."""
     rows = {}
@@ -122,9 +110,8 @@ def main(argv=None) -> dict:
         "--compiled", action="store_true", help="also time the torch.compile kernel (slow to compile)"))
     json_path, a.json = a.json, None
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, numba kernel: "
-          f"{numba_kernels() is not None}; CPU: {cpu_flags()}")
+          f"{numba_kernels() is not None}; CPU: {cpu_description()}")
     out = run_cases(a, variants(a.compiled), modes=("inference", "train"), formats=("nchw", "channels_last"))
-    out["cpu"] = cpu_flags()
     out["summary"] = {dev: summary(out, dev) for dev in a.devices}
     if json_path:
         write_versioned(json_path, "benchmark", out)

@@ -10,6 +10,7 @@ from torch import nn
 from lwta_utils.attacks import run_attack
 from lwta_utils.attacks.gradients import eot_step
 from lwta_utils.config import AttackConfig
+from lwta_utils.core.errors import ConfigError
 from lwta_utils.core.stats import mcnemar_exact, paired_difference_interval, paired_test
 from lwta_utils.core.switches import Switchable, noise_from, stream, switches
 from lwta_utils.evaluation.evaluate import evaluate_model
@@ -88,23 +89,27 @@ def test_batched_draws_and_eot_match_looped_ones_in_expectation(smoke_cfg, split
 
 def test_a_draw_that_misclassifies_by_chance_is_no_success():
     """A coin-flip model (two classes tied, fresh noise every pass): one draw misclassifies half the
-    examples, but an attack's look counts an example fooled only when CONFIRM_DRAWS draws agree."""
-    from lwta_utils.core.runtime import CONFIRM_DRAWS
-
+    examples, but an attack's look counts an example fooled only when ``confirm_draws`` draws agree
+    (the evaluation's ``eval.confirm_draws``)."""
+    confirm = 5
     model = Noisy().eval()
     with torch.no_grad():
         model.fc.weight.zero_()
         model.fc.bias.copy_(torch.tensor([0.0, 0.0] + [-100.0] * 8))
     x, y = torch.rand(4000, 1, 28, 28), torch.zeros(4000, dtype=torch.long)
     with noise_from(model, stream(0, "coin")):
-        _, _, fooled = eot_step(model, x, y, eot_samples=1, need_grad=False)
-        _, _, fooled_eot = eot_step(model, x, y, eot_samples=CONFIRM_DRAWS + 3, need_grad=False)
-    assert abs(fooled.float().mean() - 0.5 ** CONFIRM_DRAWS) < 0.015, fooled.float().mean()
-    assert abs(fooled_eot.float().mean() - 0.5 ** (CONFIRM_DRAWS + 3)) < 0.01
+        _, _, fooled_one = eot_step(model, x, y, eot_samples=1, need_grad=False)  # no confirmation
+        _, _, fooled = eot_step(model, x, y, eot_samples=1, need_grad=False, confirm_draws=confirm)
+        _, _, fooled_eot = eot_step(model, x, y, eot_samples=confirm + 1, need_grad=False, confirm_draws=confirm)
+    # binomial sd over 4,000 examples: 0.008 at p = 0.5, 0.003 at 0.03, 0.002 at 0.016
+    assert abs(fooled_one.float().mean() - 0.5) < 0.04, fooled_one.float().mean()
+    assert abs(fooled.float().mean() - 0.5 ** confirm) < 0.012, fooled.float().mean()
+    # 0.5 ** 6 = 0.0156: the EOT draws decide, the confirmation adds nothing
+    assert 0.008 < fooled_eot.float().mean() < 0.024, fooled_eot.float().mean()
     with torch.no_grad():
         model.fc.bias[1] = 1.0
     with switches(model, stochastic=False):  # deterministic: one look decides
-        _, _, fooled_det = eot_step(model, x, y, eot_samples=1, need_grad=False)
+        _, _, fooled_det = eot_step(model, x, y, eot_samples=1, need_grad=False, confirm_draws=confirm)
     assert bool(fooled_det.all())
 
 
@@ -153,3 +158,27 @@ def test_mcnemar_and_the_paired_interval():
     assert t["p"] == pytest.approx(mcnemar_exact(15, 5))
     with pytest.raises(ValueError, match="same examples"):
         paired_test(a, b[:50])
+
+
+def test_confirm_draws_reach_the_iterative_attacks_and_their_records(smoke_cfg):
+    """``eval.confirm_draws`` is one setting: it reaches PGD and APGD on stochastic models only, is
+    stored in the records' attack parameters, and is part of the evaluation hash."""
+    import dataclasses
+
+    from lwta_utils.evaluation.evaluate import run_params
+
+    pgd_atk = AttackConfig(name="pgd_linf", id="pgd", eps=[0.1], steps=2, step_size=0.05)
+    fgsm_atk = AttackConfig(name="fgsm", id="fgsm", eps=[0.1])
+    assert run_params(pgd_atk, 0.1, True, 0, 5)["confirm_draws"] == 5
+    assert run_params(pgd_atk, 0.1, False, 0, 5)["confirm_draws"] == 1
+    assert "confirm_draws" not in run_params(fgsm_atk, 0.1, True, 0, 5)  # one step: nothing to confirm
+    model = Noisy().eval()
+    x, y = torch.rand(6, 1, 28, 28), torch.zeros(6, dtype=torch.long)
+    ev = evaluate_model(model, x, y, [pgd_atk], batch_size=6, seed=0, meta=META, draws=2, confirm_draws=4,
+                        progress=False)
+    assert next(r for r in ev.records if r.attack == "pgd").attack_params["confirm_draws"] == 4
+    other = dataclasses.replace(smoke_cfg, eval=dataclasses.replace(smoke_cfg.eval, confirm_draws=2))
+    name = next(iter(smoke_cfg.models))
+    assert other.eval_hash(name) != smoke_cfg.eval_hash(name)
+    with pytest.raises(ConfigError, match="confirm_draws"):
+        evaluate_model(model, x, y, [pgd_atk], batch_size=6, seed=0, meta=META, confirm_draws=0)

@@ -356,7 +356,9 @@ def test_the_step_writes_records_and_reuses_them(tmp_path, capsys):
     assert "reusing" in capsys.readouterr().out and again["config_hash"] == summary["config_hash"]
     changed = dataclasses.replace(cfg.released, attack_draws=2)
     from lwta_utils.evaluation.released import released_hash
-    assert released_hash(changed, cfg.seed, cfg.eval.sanity) != summary["config_hash"]
+    assert released_hash(cfg.released, cfg.seed, cfg.eval.sanity, cfg.eval.confirm_draws) == summary["config_hash"]
+    assert released_hash(changed, cfg.seed, cfg.eval.sanity, cfg.eval.confirm_draws) != summary["config_hash"]
+    assert released_hash(cfg.released, cfg.seed, cfg.eval.sanity, cfg.eval.confirm_draws + 1) != summary["config_hash"]
 
 
 def test_state_dict_restatement_round_trips_through_a_file():

@@ -29,7 +29,7 @@ from lwta_utils.core.jsonfiles import read_versioned, write_versioned
 from lwta_utils.core.modes import eval_mode
 from lwta_utils.core.provenance import provenance
 from lwta_utils.core.stats import wilson_interval
-from lwta_utils.core.switches import maybe_switches
+from lwta_utils.core.switches import is_stochastic, maybe_switches, stream
 from lwta_utils.defenses.ibp import gated_layers, kept_weights
 from lwta_utils.evaluation.loading import load_models
 from lwta_utils.models.inference import draw_logits
@@ -96,11 +96,14 @@ def set_thresholds(model: nn.Module, threshold: float) -> dict:
     return before
 
 
-def clean_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int) -> dict:
+def clean_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int,
+                   generator: torch.Generator | None = None) -> dict:
     """Clean accuracy at test time (test phase, sampling on: the deployed network), mean over
-    ``draws`` forward passes, with the 95% Wilson interval of round(mean x n) out of n."""
+    ``draws`` forward passes (one for a deterministic model), the noise from ``generator``, with
+    the 95% Wilson interval of round(mean x n) out of n."""
+    draws = draws if is_stochastic(model) else 1
     with eval_mode(model), maybe_switches(model, phase="test", stochastic=True):
-        pred = draw_logits(model, x, draws).argmax(2)
+        pred = draw_logits(model, x, draws, generator=generator).argmax(2)
     per_draw = (pred == y).float().mean(1)
     k = int(round(float(per_draw.mean()) * len(y)))
     lo, hi = wilson_interval(k, len(y))
@@ -167,15 +170,16 @@ def ibp_compression(cfg, splits, names: list[str] | None = None, draws: int | No
     x, y = splits.x_test, splits.y_test
     settings = {"draws": draws, "sweep_draws": sweep_draws, "thresholds": list(thresholds), "seed": seed, "n": len(y)}
     hashes = {n: probe_hash(cfg, n, **settings) for n in names}
-    cached = _read(cfg) or {}
-    if all(cached.get("hashes", {}).get(n) == h for n, h in hashes.items()):  # nothing changed: reuse the file
+    cached = (_read(cfg) or {}).get("hashes", {})
+    todo = [n for n in names if cached.get(n) != hashes[n]]  # the others' rows in the file still hold
+    if not todo:
         return ibp_summary_table(cfg)
     rows, layers, sweep, sticks = [], [], [], {}
-    for name, model in load_models(cfg, names, device).items():
+    for name, model in load_models(cfg, todo, device).items():
         label = cfg.label(name)
-        torch.manual_seed(seed)
         row = {"model": label, "name": name, "ibp": cfg.models[name].ibp, **compression_summary(model),
-               **clean_accuracy(model, x, y, draws), **training_setting(cfg, name)}
+               **clean_accuracy(model, x, y, draws, stream(seed, "probe", "ibp", name)),
+               **training_setting(cfg, name)}
         rows.append(row)
         layers += [{"model": label, **r} for r in layer_rows(model)]
         if not cfg.models[name].ibp:
@@ -183,14 +187,15 @@ def ibp_compression(cfg, splits, names: list[str] | None = None, draws: int | No
         sticks[name] = _stick_profile(model)
         for th in thresholds:
             before = set_thresholds(model, th)
-            torch.manual_seed(seed)
-            summary, acc = compression_summary(model), clean_accuracy(model, x, y, sweep_draws)
+            summary = compression_summary(model)
+            acc = clean_accuracy(model, x, y, sweep_draws, stream(seed, "probe", "ibp", name, th))
             for gate, old in before.items():
                 gate.threshold = old
             sweep.append({"model": label, "threshold": th, "active_share": summary["active_share"],
                           "weights_kept_share": summary["weights_kept_share"],
                           "compression": summary["compression"], **acc})
-    _write(cfg.results_dir / RESULT, {r["model"] for r in rows}, rows, layers, sweep, sticks, hashes, seed=seed,
+    _write(cfg.results_dir / RESULT, {r["model"] for r in rows}, rows, layers, sweep, sticks,
+           {n: hashes[n] for n in todo}, seed=seed,
            n=len(y), draws=draws, sweep_draws=sweep_draws)
     return ibp_summary_table(cfg)
 
@@ -220,30 +225,29 @@ SUMMARY_COLUMNS = ("acc", "acc_ci", "active_share", "weights_kept_share", "compr
                    "stopped_early", "train_wall_time_s", "s_per_epoch")
 
 
+def _table(cfg, key: str, index: list[str]) -> pd.DataFrame:
+    """The rows ``key`` of ``results/ibp_compression.json`` as a table (empty without them)."""
+    rec = _read(cfg)
+    if rec is None or not rec[key]:
+        return pd.DataFrame()
+    return pd.DataFrame(rec[key]).set_index(index)
+
+
 def ibp_summary_table(cfg) -> pd.DataFrame:
     """One row per model from ``results/ibp_compression.json``: clean test accuracy (interval) at
     the model's compression, active indicators, weights kept, and how it was trained."""
-    rec = _read(cfg)
-    if rec is None or not rec["rows"]:
-        return pd.DataFrame()
-    df = pd.DataFrame(rec["rows"]).set_index("model")
+    df = _table(cfg, "rows", ["model"])
     return df[[c for c in SUMMARY_COLUMNS if c in df]]
 
 
 def ibp_layer_table(cfg) -> pd.DataFrame:
     """Per IBP model and gated layer: active indicators, blocks removed, weights kept."""
-    rec = _read(cfg)
-    if rec is None or not rec["per_layer"]:
-        return pd.DataFrame()
-    return pd.DataFrame(rec["per_layer"]).set_index(["model", "layer"])
+    return _table(cfg, "per_layer", ["model", "layer"])
 
 
 def ibp_threshold_table(cfg) -> pd.DataFrame:
     """Per IBP model and test threshold: active indicators, weights kept, clean accuracy."""
-    rec = _read(cfg)
-    if rec is None or not rec["sweep"]:
-        return pd.DataFrame()
-    return pd.DataFrame(rec["sweep"]).set_index(["model", "threshold"])
+    return _table(cfg, "sweep", ["model", "threshold"])
 
 
 def plot_stick_breaking(cfg) -> plt.Figure | None:

@@ -38,7 +38,7 @@ def _checkpoint_lengths(steps: int) -> tuple[int, int, int]:
     return max(int(0.22 * steps), 1), max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
 
 
-def _apgd_run(model, x, y, lo, hi, eps, steps, eot_samples, loss, gradient, rho, generator):
+def _apgd_run(model, x, y, lo, hi, eps, steps, eot_samples, loss, gradient, rho, generator, confirm_draws):
     """One restart on examples ``x``: (best iterate per example, its loss, fooled mask)."""
     n = len(x)
     t = 2 * torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device) - 1
@@ -59,7 +59,8 @@ def _apgd_run(model, x, y, lo, hi, eps, steps, eot_samples, loss, gradient, rho,
     grad, grad_best = torch.zeros_like(x), torch.zeros_like(x)
 
     def look(xa: torch.Tensor, rows: torch.Tensor, need_grad: bool):
-        g, lossv, hit = eot_step(model, xa, y[rows], eot_samples, loss, gradient, need_grad=need_grad)
+        g, lossv, hit = eot_step(model, xa, y[rows], eot_samples, loss, gradient, need_grad=need_grad,
+                                 confirm_draws=confirm_draws)
         better = hit | (lossv > best_loss[rows])
         best[rows[better]] = xa[better]
         best_loss[rows[better]] = torch.where(hit[better], float("inf"), lossv[better])
@@ -109,10 +110,11 @@ def _apgd_run(model, x, y, lo, hi, eps, steps, eot_samples, loss, gradient, rho,
 @register_attack("apgd", "linf", label="APGD", gradient_modes=GRADIENT_MODES)
 def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 100, restarts: int = 1,
          loss: str = "ce", eot_samples: int = 1, gradient: str = "model", rho: float = 0.75,
-         generator: torch.Generator | None = None) -> torch.Tensor:
+         generator: torch.Generator | None = None, confirm_draws: int = 1) -> torch.Tensor:
     """APGD-CE (``loss`` 'ce') or APGD-DLR ('dlr'), Linf, ``steps`` iterations per restart, the
     gradient averaged over ``eot_samples`` draws under gradient mode ``gradient`` (see the module
-    docstring); restarts run only on the examples not fooled yet."""
+    docstring); restarts run only on the examples not fooled yet; an example counts as fooled when
+    ``confirm_draws`` draws misclassify it (``attacks.gradients.eot_step``)."""
     check_inputs(x, y)
     check_eps(eps, "linf")
     check_range("steps", steps, 1, integer=True)
@@ -121,6 +123,7 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step
     check_range("rho", rho, 0.0, 1.0)
     check_choice("loss", loss, APGD_LOSSES)
     check_choice("gradient", gradient, GRADIENT_MODES)
+    check_range("confirm_draws", confirm_draws, 1, integer=True)
     x = x.detach()
     if eps == 0:
         return x.clone()
@@ -133,7 +136,7 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step
         if not len(rows):
             break
         b, bl, f = _apgd_run(model, x[rows], y[rows], lo[rows], hi[rows], eps, steps, eot_samples, loss, gradient,
-                             rho, generator)
+                             rho, generator, confirm_draws)
         better = f | (bl > best_loss[rows])
         best[rows[better]] = b[better]
         best_loss[rows[better]] = bl[better]

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lwta_utils.config.schema import GRADIENT_MODES
-from lwta_utils.core.runtime import CONFIRM_DRAWS, MAX_PASS
+from lwta_utils.core.runtime import MAX_PASS
 from lwta_utils.core.switches import batched_draws_ok, is_stochastic, restore_switches, set_switches
 
 # switches that the gradient pass of each mode sets (restored right after it)
@@ -63,8 +63,8 @@ def per_example_loss(logits: torch.Tensor, y: torch.Tensor, loss: str = "ce") ->
 
 
 def eot_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eot_samples: int = 1, loss: str = "ce",
-             gradient: str = "model", need_grad: bool = True, batched: bool | None = None
-             ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+             gradient: str = "model", need_grad: bool = True, batched: bool | None = None,
+             confirm_draws: int = 1) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """One look at ``x`` through ``eot_samples`` forward passes (fresh draws each) under gradient mode
     ``gradient``: (the input gradient of the loss averaged over the draws, or None without
     ``need_grad``; the loss per example averaged over the draws; whether every draw misclassifies
@@ -76,9 +76,10 @@ def eot_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eot_samples: in
     expectation; ``batched`` forces one or the other. A mode whose forward pass differs from the
     model's ('expectation', 'deterministic') judges success with extra forward passes of the model
     as it is. On a stochastic model an example counts as fooled only when at least
-    ``CONFIRM_DRAWS`` draws misclassify it (extra forward passes on the fooled examples when the
-    look has fewer): an attack that stopped at the first iterate one draw happens to misclassify
-    would leave an image most fresh draws classify correctly."""
+    ``confirm_draws`` draws misclassify it (extra forward passes on the fooled examples when the
+    look has fewer; the evaluation's ``EvalConfig.confirm_draws``): an attack that stopped at the
+    first iterate one draw happens to misclassify would leave an image most fresh draws classify
+    correctly."""
     batched = batched_draws_ok(model) if batched is None else batched
     k = max(1, min(eot_samples, MAX_PASS // max(len(x), 1))) if batched and eot_samples > 1 else 1
     x = x.detach()
@@ -106,7 +107,7 @@ def eot_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eot_samples: in
         with torch.no_grad():
             for _ in range(eot_samples):
                 fooled &= model(x).argmax(1) != y
-    extra = CONFIRM_DRAWS - eot_samples if is_stochastic(model) else 0
+    extra = confirm_draws - eot_samples if is_stochastic(model) else 0
     if extra > 0 and fooled.any():  # a draw or two that misclassify by chance are no success
         rows = fooled.nonzero().squeeze(1)
         with torch.no_grad():

@@ -43,20 +43,22 @@ KEEPS = ("best", "last")
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
         step_size: float = 0.01, steps: int = 40, random_start: bool = True, restarts: int = 1,
         eot_samples: int = 1, loss: str = "ce", gradient: str = "model",
-        generator: torch.Generator | None = None, keep: str = "best") -> torch.Tensor:
+        generator: torch.Generator | None = None, keep: str = "best", confirm_draws: int = 1) -> torch.Tensor:
     """PGD in the Linf or L2 ball, from a random start (drawn from ``generator``), each step the
     signed (Linf) or normalised (L2) gradient of ``loss`` averaged over ``eot_samples`` draws
     (``attacks.gradients.eot_step``).
 
     keep 'best' (the evaluation): per example the first iterate that is misclassified in every
-    draw of its look, else the iterate with the highest loss over every restart (the last iterate
-    is looked at too); an example stops as soon as it is fooled (early exit), and later restarts
-    run only on the examples not fooled yet. keep 'last' (adversarial training, Madry et al.): the
-    last iterate; with restarts, the first restart's last iterate that fools the model (one forward
-    pass of the model as it is), else the last restart's."""
+    draw of its look (and in ``confirm_draws`` draws, see ``eot_step``), else the iterate with the
+    highest loss over every restart (the last iterate is looked at too); an example stops as soon
+    as it is fooled (early exit), and later restarts run only on the examples not fooled yet.
+    keep 'last' (adversarial training, Madry et al.): the last iterate; with restarts, the first
+    restart's last iterate that fools the model (one forward pass of the model as it is), else the
+    last restart's."""
     check_inputs(x, y)
     _check_pgd(eps, norm, step_size, steps, restarts, eot_samples, loss, gradient)
     check_choice("keep", keep, KEEPS)
+    check_range("confirm_draws", confirm_draws, 1, integer=True)
     x = x.detach()
     if eps == 0:
         return x.clone()
@@ -101,7 +103,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm:
             break
         x_adv = start(rows)
         for t in range(steps + 1):
-            g, lossv, hit = eot_step(model, x_adv, y[rows], eot_samples, loss, gradient, need_grad=t < steps)
+            g, lossv, hit = eot_step(model, x_adv, y[rows], eot_samples, loss, gradient, need_grad=t < steps,
+                                     confirm_draws=confirm_draws)
             if t > 0 or random_start:  # an iterate the attack reached: keep the strongest per example
                 better = hit | (lossv > best_loss[rows])
                 best[rows[better]] = x_adv[better]
@@ -121,22 +124,22 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm:
 def pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_size: float = 0.01,
              steps: int = 40, random_start: bool = True, restarts: int = 1, eot_samples: int = 1,
              loss: str = "ce", gradient: str = "model", generator: torch.Generator | None = None,
-             keep: str = "best") -> torch.Tensor:
+             keep: str = "best", confirm_draws: int = 1) -> torch.Tensor:
     """Linf PGD (see :func:`pgd`)."""
     return pgd(model, x, y, eps=eps, norm="linf", step_size=step_size, steps=steps, random_start=random_start,
                restarts=restarts, eot_samples=eot_samples, loss=loss, gradient=gradient, generator=generator,
-               keep=keep)
+               keep=keep, confirm_draws=confirm_draws)
 
 
 @register_attack("pgd_l2", "l2", label="PGD-L2", iterative=True, gradient_modes=GRADIENT_MODES)
 def pgd_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_size: float = 0.1,
            steps: int = 40, random_start: bool = True, restarts: int = 1, eot_samples: int = 1,
            loss: str = "ce", gradient: str = "model", generator: torch.Generator | None = None,
-           keep: str = "best") -> torch.Tensor:
+           keep: str = "best", confirm_draws: int = 1) -> torch.Tensor:
     """L2 PGD: steps of L2 length ``step_size`` along the gradient (see :func:`pgd`)."""
     return pgd(model, x, y, eps=eps, norm="l2", step_size=step_size, steps=steps, random_start=random_start,
                restarts=restarts, eot_samples=eot_samples, loss=loss, gradient=gradient, generator=generator,
-               keep=keep)
+               keep=keep, confirm_draws=confirm_draws)
 
 
 @register_attack("fgsm", "linf", label="FGSM", gradient_modes=GRADIENT_MODES)

@@ -346,6 +346,9 @@ class EvalConfig:
         layers, from the evaluation's own generator (an example is robust
         when it is classified correctly in every draw; the mean over draws
         is reported beside it); deterministic models are evaluated once.
+    confirm_draws: on a stochastic model an iterative attack (PGD, APGD) counts an example as
+        fooled, and stops attacking it, only when this many fresh draws misclassify the iterate
+        (``attacks.gradients.eot_step``): one draw that misclassifies by chance is no success.
     standard_attack: the id of the standard, non-adaptive attack of the
         headline table (evaluated at headline_eps).
     example_attacks: ids of the attacks whose adversarial examples at
@@ -370,6 +373,7 @@ class EvalConfig:
     batch_size: int = 250
     headline_eps: float = 0.3
     draws: int = 5
+    confirm_draws: int = 5
     standard_attack: str = "pgd_linf"
     example_attacks: list[str] = field(default_factory=lambda: ["fgsm", "pgd_linf", "cw_l2"])
     n_saved_examples: int = 32

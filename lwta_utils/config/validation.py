@@ -125,6 +125,7 @@ def validate(cfg: StudyConfig) -> None:
     check_range("eval.batch_size", e.batch_size, 1, integer=True)
     check_range("eval.headline_eps", e.headline_eps, 0.0, 1.0)
     check_range("eval.draws", e.draws, 1, 1000, integer=True)
+    check_range("eval.confirm_draws", e.confirm_draws, 1, 1000, integer=True)
     check_range("eval.n_saved_examples", e.n_saved_examples, 0, integer=True)  # clipped to n_examples
     check_range("eval.sanity.tolerance", e.sanity.tolerance, 0.0, 1.0)
     check_range("eval.sanity.large_eps_accuracy", e.sanity.large_eps_accuracy, 0.0, 1.0)

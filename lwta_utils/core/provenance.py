@@ -17,6 +17,21 @@ TRACKED_PACKAGES = ("torch", "numpy", "foolbox", "pyautoattack", "mlxtend", "pan
 OUTPUT_PATHS = ("models", "results", "figures", "reports", "README.md")  # what the chain writes: not code
 
 
+def uncommitted_code(root: Path = ROOT, untracked: bool = True) -> list[str] | None:
+    """The paths of ``root``'s checkout that differ from its commit (modified, staged, deleted, and
+    with ``untracked`` untracked and not ignored), the chain's own outputs (``OUTPUT_PATHS``) aside;
+    None outside a git checkout."""
+    try:
+        proc = subprocess.run(["git", "status", "--porcelain", f"--untracked-files={'all' if untracked else 'no'}",
+                               "--", ".", *[f":(exclude){p}" for p in OUTPUT_PATHS]], cwd=root,
+                              capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if proc.returncode != 0:
+        return None
+    return [line[3:] for line in proc.stdout.splitlines() if line.strip()]
+
+
 @functools.lru_cache(maxsize=1)
 def git_sha() -> str:
     """The checkout's commit, with '+dirty' when tracked code differs from it (the chain's own outputs,
@@ -24,12 +39,9 @@ def git_sha() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                *[f":(exclude){p}" for p in OUTPUT_PATHS]], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return (sha + ("+dirty" if dirty else "")) if sha else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    return (sha + ("+dirty" if uncommitted_code(ROOT, untracked=False) else "")) if sha else "unknown"
 
 
 @functools.lru_cache(maxsize=1)

@@ -10,7 +10,6 @@ import torch
 from lwta_utils.core.errors import bad
 
 MAX_PASS = 512  # images per forward pass when several draws of a batch are stacked (memory, cache size)
-CONFIRM_DRAWS = 5  # on a stochastic model an attack counts an example as fooled when at least 5 draws misclassify it
 
 
 def get_device(name: str = "auto") -> torch.device:

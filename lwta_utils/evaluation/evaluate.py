@@ -62,12 +62,13 @@ def applies(atk, model: nn.Module, activation: str, name: str | None = None) -> 
     return stochastic or "stochastic" not in needed
 
 
-def run_params(atk, eps: float, stochastic: bool, seed: int) -> dict:
-    """The parameters attack config ``atk`` runs with at ``eps`` (EOT only on stochastic models)."""
+def run_params(atk, eps: float, stochastic: bool, seed: int, confirm_draws: int = 1) -> dict:
+    """The parameters attack config ``atk`` runs with at ``eps`` (EOT and the confirmation draws of
+    a success only on stochastic models)."""
     base = {"eps": eps, "steps": atk.steps, "step_size": atk.step_size, "restarts": atk.restarts,
             "random_start": atk.random_start, "c": atk.c, "kappa": atk.kappa,
             "eot_samples": atk.eot_samples if stochastic else 1, "gradient": atk.gradient, "loss": atk.loss,
-            "seed": seed, **atk.options}
+            "confirm_draws": confirm_draws if stochastic else 1, "seed": seed, **atk.options}
     return attack_params(atk.name, base)
 
 
@@ -92,7 +93,8 @@ class ModelEvaluation:
         return iter((self.records, self.probs))
 
 
-def check_evaluate_inputs(model, x, y, attacks, batch_size, seed, draws, headline_eps, n_saved_examples) -> None:
+def check_evaluate_inputs(model, x, y, attacks, batch_size, seed, draws, confirm_draws, headline_eps,
+                          n_saved_examples) -> None:
     """Everything ``evaluate_model`` is given, checked before any work."""
     if not isinstance(model, nn.Module):
         raise bad("model", type(model).__name__, "must be a torch.nn.Module")
@@ -105,13 +107,14 @@ def check_evaluate_inputs(model, x, y, attacks, batch_size, seed, draws, headlin
     check_range("batch_size", batch_size, 1, integer=True)
     check_range("seed", seed, 0, 2**63 - 1, integer=True)
     check_range("draws", draws, 1, 1000, integer=True)
+    check_range("confirm_draws", confirm_draws, 1, 1000, integer=True)
     if headline_eps is not None:
         check_range("headline_eps", headline_eps, 0.0, 1.0)
     check_range("n_saved_examples", n_saved_examples, 0, integer=True)
 
 
 def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: list, *, batch_size: int,
-                   seed: int, meta: dict, draws: int = 1, surrogates: dict | None = None,
+                   seed: int, meta: dict, draws: int = 1, confirm_draws: int = 1, surrogates: dict | None = None,
                    headline_eps: float | None = None, cascade: tuple | list = (), full_cascade: bool = False,
                    example_attacks: tuple = (), n_saved_examples: int = 0,
                    progress: bool = True) -> ModelEvaluation:
@@ -132,7 +135,7 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: 
     ``n_saved_examples`` adversarial examples of the attacks ``example_attacks`` (ids) at
     ``headline_eps`` are kept, with the first draw's predictions (``ModelEvaluation.examples``).
     """
-    check_evaluate_inputs(model, x, y, attacks, batch_size, seed, draws, headline_eps, n_saved_examples)
+    check_evaluate_inputs(model, x, y, attacks, batch_size, seed, draws, confirm_draws, headline_eps, n_saved_examples)
     records, probs, correct, examples = [], {}, {}, {}
     k_saved = min(n_saved_examples, len(x))
     surrogates = surrogates or {}
@@ -151,7 +154,7 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: 
     say = (lambda text: print(text, flush=True)) if progress else (lambda text: None)
 
     def params_of(atk, eps):
-        params = run_params(atk, eps, stochastic, seed)
+        params = run_params(atk, eps, stochastic, seed, confirm_draws)
         recorded = attack_spec(atk.name).run_params(model, params)
         if attack_spec(atk.name).needs_surrogate:
             params["surrogate"] = surrogates[atk.surrogate]

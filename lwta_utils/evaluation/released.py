@@ -218,11 +218,12 @@ HASHED_FIELDS = ("checkpoint_md5", "images_md5", "n_images", "batch_size", "draw
                  "authors_attack", "attacks", "cascade", "n_gradients", "n_saved_examples", "example_attacks")
 
 
-def released_hash(r: ReleasedConfig, seed: int, sanity=None) -> str:
+def released_hash(r: ReleasedConfig, seed: int, sanity=None, confirm_draws: int = 1) -> str:
     """Hash of everything the step's records depend on: the files (md5), the settings of the
-    evaluation, the sanity thresholds and the seed (not where the files are, nor the display name)."""
+    evaluation, the sanity thresholds, the draws that confirm an attack's success and the seed (not
+    where the files are, nor the display name)."""
     settings = {k: v for k, v in dataclasses.asdict(r).items() if k in HASHED_FIELDS}
-    payload = {"released": settings, "seed": seed,
+    payload = {"released": settings, "seed": seed, "confirm_draws": confirm_draws,
                "sanity": dataclasses.asdict(sanity) if sanity is not None else None}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -282,7 +283,7 @@ def sanity_gradients(cos: dict[str, np.ndarray]) -> dict:
 
 
 def evaluate_released(model: nn.Module, x: torch.Tensor, y: torch.Tensor, r: ReleasedConfig, *, seed: int,
-                      meta: dict, progress: bool = True) -> tuple[ModelEvaluation, dict]:
+                      meta: dict, confirm_draws: int = 1, progress: bool = True) -> tuple[ModelEvaluation, dict]:
     """The authors' setting, then the suite, on ``x``, ``y``:
 
     1. clean accuracy over ``r.draws`` forward passes (mean +- sd; the clean record), the
@@ -306,7 +307,7 @@ def evaluate_released(model: nn.Module, x: torch.Tensor, y: torch.Tensor, r: Rel
               f"[{100 * clean.ci_low:.1f}, {100 * clean.ci_high:.1f}], correct in every draw "
               f"{100 * clean.worst_accuracy:.1f}% ({clean_wall:.1f}s)", flush=True)
     ev = evaluate_model(model, x, y, suite_attacks(r), batch_size=r.batch_size, seed=seed, meta=meta,
-                        draws=r.attack_draws, headline_eps=r.eps, cascade=tuple(r.cascade),
+                        draws=r.attack_draws, confirm_draws=confirm_draws, headline_eps=r.eps, cascade=tuple(r.cascade),
                         example_attacks=tuple(r.example_attacks),
                         n_saved_examples=r.n_saved_examples, progress=progress)
     ev.correct["none_attack_draws@0"] = ev.correct["none@0"]  # the clean pass of the suite's own draws

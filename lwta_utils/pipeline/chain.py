@@ -31,7 +31,6 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -47,7 +46,7 @@ from lwta_utils.core.errors import ConfigError, bad
 from lwta_utils.core.jsonfiles import read_versioned, write_versioned
 from lwta_utils.core.paths import NOTEBOOKS_DIR, ROOT, display_path
 from lwta_utils.core.progress import ENV as PROGRESS_ENV
-from lwta_utils.core.provenance import OUTPUT_PATHS, provenance
+from lwta_utils.core.provenance import provenance, uncommitted_code
 from lwta_utils.pipeline.console import Console, NotebookRun, open_hint, summary_table
 from lwta_utils.pipeline.report import build_report, check_report, expected_anchors, update_readme_findings
 
@@ -131,23 +130,6 @@ def remove_stale_temporaries(out: Path) -> int:
     for f in stale:
         f.unlink(missing_ok=True)
     return len(stale)
-
-
-# What the chain itself writes into a committed checkout: not code, so not part of the clean check.
-
-
-def uncommitted_code(root: Path) -> list[str] | None:
-    """The paths of ``root``'s checkout that differ from its commit (modified, staged, deleted or
-    untracked and not ignored), the chain's own outputs aside; None outside a git checkout."""
-    try:
-        proc = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", ".",
-                               *[f":(exclude){p}" for p in OUTPUT_PATHS]], cwd=root, capture_output=True, text=True,
-                              timeout=30, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if proc.returncode != 0:
-        return None
-    return [line[3:] for line in proc.stdout.splitlines() if line.strip()]
 
 
 def check_clean_checkout(out: Path, root: Path | None = None) -> str | None:

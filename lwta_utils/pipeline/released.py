@@ -107,7 +107,7 @@ def released_checkpoint(cfg: StudyConfig, *, reuse: bool = True, device: torch.d
         return None
     for path in files.fetched:
         print(f"fetched {path}")
-    config_hash = released_hash(r, cfg.seed, cfg.eval.sanity)
+    config_hash = released_hash(r, cfg.seed, cfg.eval.sanity, cfg.eval.confirm_draws)
     if reuse:
         summary = cached_summary(cfg, config_hash)
         if summary is not None:
@@ -125,7 +125,7 @@ def released_checkpoint(cfg: StudyConfig, *, reuse: bool = True, device: torch.d
         return None
     meta = released_meta(cfg)
     t0 = time.perf_counter()
-    ev, clean = evaluate_released(model, x, y, r, seed=cfg.seed, meta=meta)
+    ev, clean = evaluate_released(model, x, y, r, seed=cfg.seed, meta=meta, confirm_draws=cfg.eval.confirm_draws)
     t_eval = time.perf_counter() - t0
     t0 = time.perf_counter()
     n = min(r.n_gradients, len(x))

@@ -193,7 +193,8 @@ def evaluate_all(cfg: StudyConfig, splits: Splits, names: list[str] | None = Non
         t0 = time.perf_counter()
         with memory_format(model, e.channels_last):
             ev = evaluate_model(model, xs, ys, attacks, batch_size=e.batch_size, seed=cfg.seed, meta=meta,
-                                draws=e.draws, surrogates=surrogates, headline_eps=e.headline_eps,
+                                draws=e.draws, confirm_draws=e.confirm_draws, surrogates=surrogates,
+                                headline_eps=e.headline_eps,
                                 cascade=tuple(e.cascade), example_attacks=tuple(e.example_attacks),
                                 n_saved_examples=e.n_saved_examples, progress=ctx.is_main)
         if ctx.active:
