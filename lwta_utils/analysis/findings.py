@@ -45,9 +45,10 @@ def claim_bullet(c: dict, scale: str) -> str:
 
 
 def pick_claims(claims: list[dict], n: int) -> list[dict]:
-    """The claims the findings show: the decided ones marked ``headline`` in the file's order, then
-    the other decided ones, claims about robustness (an attack on a model) before the others, a few
-    per source (round robin over the sources, each source's claims in the file's order)."""
+    """The claims the findings show: the decided ones marked ``headline`` (those about robustness, an
+    attack on a model, first; otherwise in the file's order), then the other decided ones, again
+    robustness first, a few per source (round robin over the sources, each source's claims in the
+    file's order)."""
     decided = [c for c in claims if c["verdict"] != "not comparable"]
     rank, seen = {}, {}
     for i, c in enumerate(decided):
