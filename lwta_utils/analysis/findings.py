@@ -94,7 +94,9 @@ def robust_bullet(cfg) -> str | None:
                     key=lambda h: -reported(h["worst_case"])[0])
     others = [100 * reported(h["worst_case"])[0] for h in rows if h not in robust]
     kept = ", ".join(f"{cfg.label(h['name'])} {_pct(h['worst_case'])}" for h in robust) or "none"
-    rest = f"; the other {len(others)} end at {min(others):.1f}–{max(others):.1f}%" if others else ""
+    spread = f"{min(others):.1f}%" if others and f"{min(others):.1f}" == f"{max(others):.1f}" else \
+        f"{min(others, default=0):.1f}–{max(others, default=0):.1f}%"
+    rest = f"; the other {len(others)} end at {spread}" if others else ""
     return (f"- **Robust under every attack** ({scale_name(cfg)}, eps {eps:g}, per-example worst case over every "
             f"attack): {len(robust)} of our {len(rows)} models keep more than {100 * floor:g}%: {kept}{rest}.")
 
