@@ -196,6 +196,9 @@ def test_a_killed_training_leaves_the_previous_checkpoint_and_the_next_run_clean
         deadline = time.time() + 120
         while not state.exists() and time.time() < deadline:
             time.sleep(0.05)
+        first = state.stat().st_mtime_ns if state.exists() else None
+        while state.exists() and state.stat().st_mtime_ns == first and time.time() < deadline:
+            time.sleep(0.05)  # a second state written: the signal lands in the training loop, not in start-up
         time.sleep(0.3)
         proc.send_signal(sig)
         proc.wait(timeout=60)
