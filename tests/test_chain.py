@@ -1,11 +1,13 @@
 """The headless chain, end to end on the smoke profile, its console, and its failure modes."""
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -162,6 +164,24 @@ def test_progress_side_channel(tmp_path, monkeypatch):
     assert state["status"] == "training relu_std epoch 1/2" and state["tallies"] == {"models trained": 2}
     assert state["bars"] == []  # the bar closed
     progress.reset()
+
+
+def test_kernels_import_the_chains_own_package(tmp_path, monkeypatch):
+    """A notebook kernel imports lwta_utils from the checkout whose chain started it, even when
+    another copy comes first on the path (a second working tree, or an editable install elsewhere)."""
+    other = tmp_path / "other_checkout"
+    (other / "lwta_utils").mkdir(parents=True)
+    (other / "lwta_utils" / "__init__.py").write_text("raise ImportError('the wrong checkout')\n")
+    monkeypatch.setenv("PYTHONPATH", str(other))
+    env = chain.kernel_env(tmp_path / "progress.json")
+    assert env[progress.ENV] == str(tmp_path / "progress.json")
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(ROOT), str(other)]
+    with chain._env(env):
+        proc = subprocess.run([sys.executable, "-c", "import lwta_utils; print(lwta_utils.__file__)"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert Path(proc.stdout.strip()).resolve().is_relative_to(ROOT.resolve())
+    assert os.environ["PYTHONPATH"] == str(other) and progress.ENV not in os.environ  # restored after
 
 
 def test_console_bars_and_summary(tmp_path):

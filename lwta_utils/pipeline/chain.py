@@ -187,17 +187,28 @@ def _error_tail(exc, n: int = 8) -> str:
     return "\n".join("    " + ln for ln in lines[-n:])
 
 
+def kernel_env(progress_file: Path) -> dict[str, str]:
+    """What the notebook kernels get in their environment: where to report progress, and this
+    checkout first on ``PYTHONPATH``, so that they import the same ``lwta_utils`` as the chain that
+    starts them (an editable install elsewhere would otherwise win, and a chain run from a second
+    working tree would write into the first one's outputs)."""
+    path = os.environ.get("PYTHONPATH", "")
+    return {PROGRESS_ENV: str(progress_file),
+            "PYTHONPATH": os.pathsep.join([str(ROOT)] + [p for p in path.split(os.pathsep) if p])}
+
+
 @contextlib.contextmanager
-def _env(key: str, value: str):
-    old = os.environ.get(key)
-    os.environ[key] = value
+def _env(values: dict[str, str]):
+    old = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def render_report(cfg: StudyConfig, profile: str, console: Console) -> Path:
@@ -275,7 +286,7 @@ def run_chain(profile: str, *, out_dir: str | None = None, seed: int | None = No
         console.start(run, progress_file)
         ok = False
         try:
-            with _env(PROGRESS_ENV, str(progress_file)):
+            with _env(kernel_env(progress_file)):
                 pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=kernel, cwd=str(NOTEBOOKS_DIR),
                                     log_output=console.mode == "verbose", progress_bar=False, report_mode=False,
                                     **quiet, **console.engine_hooks())
