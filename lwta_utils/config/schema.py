@@ -132,9 +132,14 @@ class TrainConfig:
         the WCA head's L and classifier weight W: the WCA recipe).
     schedule: 'constant', 'cosine', 'multistep' (x ``lr_gamma`` at each of
         ``milestones``) or 'lwta' (the released LWTA code: constant until
-        epoch ``milestones[0]``, then x ``lr_gamma`` every epoch).
+        epoch ``milestones[0]``, then x ``lr_gamma`` every epoch) or
+        'plateau' (x ``lr_gamma`` each time the selection metric has not
+        improved for ``plateau_epochs`` eligible epochs: with ``patience``,
+        training runs until the metric stops improving, ``epochs`` is a cap).
     milestones: epochs (see ``schedule``).
     lr_gamma: multiplicative lr factor.
+    plateau_epochs: schedule 'plateau': eligible epochs without a better
+        selection metric before the lr is cut (hashed only with that schedule).
     select_metric: validation metric that picks the checkpoint: 'clean'
         (accuracy), 'pgd' (accuracy under a short PGD at the training eps) or
         'elbo' (the validation ELBO per example at the full KL weight,
@@ -176,6 +181,7 @@ class TrainConfig:
     schedule: str = "cosine"
     milestones: list[int] = field(default_factory=list)
     lr_gamma: float = 0.1
+    plateau_epochs: int = 4
     select_metric: str = "clean"
     patience: int = 0
     val_attack_steps: int = 10
@@ -552,7 +558,7 @@ class ComputeConfig:
 AMP_MODES = ("none", "bf16")
 
 
-SCHEDULES = ("constant", "cosine", "multistep", "lwta")
+SCHEDULES = ("constant", "cosine", "multistep", "lwta", "plateau")
 
 
 OPTIMIZERS = ("sgd", "adam")
@@ -701,6 +707,8 @@ class StudyConfig:
     def model_hash(self, name: str) -> str:
         """Hash of everything a model's checkpoint depends on."""
         model = {k: v for k, v in dataclasses.asdict(self.models[name]).items() if k not in UNHASHED_MODEL_FIELDS}
+        if model["train"]["schedule"] != "plateau":  # an option no other schedule reads
+            del model["train"]["plateau_epochs"]
         data = {k: v for k, v in dataclasses.asdict(self.data).items() if k not in TEST_ONLY_DATA_FIELDS}
         payload = {"model": model, "data": data, "seed": self.model_seed(name)}
         if self.compute.amp != "none":  # the only compute option that changes the numbers

@@ -282,6 +282,10 @@ def validate_train(p: str, t: TrainConfig) -> None:
     if t.schedule in ("multistep", "lwta") and not t.milestones:
         raise bad(f"{p}.milestones", t.milestones, f"schedule '{t.schedule}' needs milestones")
     check_range(f"{p}.lr_gamma", t.lr_gamma, 0.0, 1.0)
+    check_range(f"{p}.plateau_epochs", t.plateau_epochs, 1, integer=True)
+    if t.schedule == "plateau" and not t.patience > t.plateau_epochs:
+        raise bad(f"{p}.patience", t.patience, f"schedule 'plateau' needs a patience above plateau_epochs "
+                                               f"({t.plateau_epochs}), so that the lr is cut before training stops")
     check_choice(f"{p}.select_metric", t.select_metric, SELECT_METRICS)
     check_range(f"{p}.val_attack_steps", t.val_attack_steps, 1, integer=True)
     check_choice(f"{p}.augment", t.augment, AUGMENTS)

@@ -99,9 +99,12 @@ def make_optimizer(model: nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(groups, lr=t.lr)
 
 
-def lr_factor(t: TrainConfig, epoch_float: float) -> float:
-    """Learning-rate multiplier at a (fractional) epoch."""
+def lr_factor(t: TrainConfig, epoch_float: float, cuts: int = 0) -> float:
+    """Learning-rate multiplier at a (fractional) epoch (schedule 'plateau': after ``cuts`` cuts,
+    :func:`plateau_cuts`)."""
     epoch = int(epoch_float)
+    if t.schedule == "plateau":
+        return t.lr_gamma ** cuts
     if t.schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * min(epoch_float / max(t.epochs, 1), 1.0)))
     if t.schedule == "multistep":
@@ -109,6 +112,22 @@ def lr_factor(t: TrainConfig, epoch_float: float) -> float:
     if t.schedule == "lwta":  # constant until milestones[0], then x gamma per epoch
         return t.lr_gamma ** max(0, epoch - t.milestones[0] + 1)
     return 1.0
+
+
+def plateau_cuts(t: TrainConfig, metrics: list[float], first_eligible: int) -> int:
+    """How many times schedule 'plateau' has cut the lr after the epochs whose selection metric
+    (higher is better) is ``metrics``: a cut each time ``plateau_epochs`` eligible epochs (from
+    index ``first_eligible``) pass without a better value than the best so far, counted afresh after
+    each cut. A function of the history alone, so a resumed run continues with the same lr."""
+    best, since, cuts = float("nan"), 0, 0
+    for value in metrics[first_eligible:]:
+        if not value <= best:  # better (also the first, while best is NaN)
+            best, since = value, 0
+        else:
+            since += 1
+            if since >= t.plateau_epochs:
+                cuts, since = cuts + 1, 0
+    return cuts
 
 
 def kl_weight(t: TrainConfig, epoch_float: float, n_train: int) -> float:
@@ -375,6 +394,7 @@ def _fit(model, splits, t, *, device, seed, desc, progress, compute, ctx, state_
         with eval_mode(model):
             metrics = validation_metric(model, splits, t, device, local_gen, ctx=ctx)
         result.best_metric = metrics[key]
+    first_eligible = max(t.kl_warmup_epochs, plan[1] if plan else 0)  # final gamma, full KL weight
     for epoch in range(first_epoch, t.epochs):
         model.train()
         eps = train_eps(t, epoch)
@@ -391,9 +411,11 @@ def _fit(model, splits, t, *, device, seed, desc, progress, compute, ctx, state_
         status(f"training {desc} epoch {epoch + 1}/{t.epochs}")
         batches = progress_bar(range(first_step, steps_per_epoch), desc=f"{desc} epoch {epoch + 1}", leave=False,
                                disable=not progress, mininterval=5.0)
+        cuts = plateau_cuts(t, [row[key] for row in result.history], first_eligible) \
+            if t.schedule == "plateau" else 0
         for b in batches:
             for g in opt.param_groups:
-                g["lr"] = t.lr * lr_factor(t, epoch + b / steps_per_epoch)
+                g["lr"] = t.lr * lr_factor(t, epoch + b / steps_per_epoch, cuts)
             idx = perm_dev[b * t.batch_size:(b + 1) * t.batch_size]
             xb = augment_batch(x_tr[idx], t.augment, t.max_shift, gen)
             yb = y_tr[idx]
@@ -435,14 +457,14 @@ def _fit(model, splits, t, *, device, seed, desc, progress, compute, ctx, state_
                **metrics,
                "epoch_time_s": time.perf_counter() - t0}
         result.history.append(row)
-        eligible = (not plan or epoch >= plan[1]) and epoch >= t.kl_warmup_epochs  # final gamma, full KL weight
+        eligible = epoch >= first_eligible
         if eligible and not metrics[key] <= result.best_metric:  # also true while best is NaN
             result.best_metric, result.best_epoch = metrics[key], epoch + 1
             best_state = copy.deepcopy(model.state_dict())
         if progress:
             tqdm.write(f"{desc} epoch {epoch + 1}/{t.epochs}: loss {row['train_loss']:.4f} "
                        + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()) + f" ({row['epoch_time_s']:.1f}s)")
-        if t.patience and epoch + 1 - max(result.best_epoch, t.kl_warmup_epochs, plan[1] if plan else 0) >= t.patience:
+        if t.patience and epoch + 1 - max(result.best_epoch, first_eligible) >= t.patience:
             break  # early stopping: no better selection metric for `patience` eligible epochs
         if state_path is not None and epoch + 1 < t.epochs:
             save_state(epoch + 1, 0, None, None)
