@@ -402,6 +402,7 @@ def _fit(model, splits, t, *, device, seed, desc, progress, compute, ctx, state_
             metrics = validation_metric(model, splits, t, device, local_gen, ctx=ctx)
         result.best_metric = metrics[key]
     first_eligible = max(t.kl_warmup_epochs, plan[1] if plan else 0)  # final gamma, full KL weight
+    stalled, cuts = stall_counts(t, [r[key] for r in result.history], first_eligible)  # a resumed run's history
     for epoch in range(first_epoch, t.epochs):
         model.train()
         eps = train_eps(t, epoch)
@@ -418,8 +419,6 @@ def _fit(model, splits, t, *, device, seed, desc, progress, compute, ctx, state_
         status(f"training {desc} epoch {epoch + 1}/{t.epochs}")
         batches = progress_bar(range(first_step, steps_per_epoch), desc=f"{desc} epoch {epoch + 1}", leave=False,
                                disable=not progress, mininterval=5.0)
-        cuts = plateau_cuts(t, [row[key] for row in result.history], first_eligible) \
-            if t.schedule == "plateau" else 0
         for b in batches:
             for g in opt.param_groups:
                 g["lr"] = t.lr * lr_factor(t, epoch + b / steps_per_epoch, cuts)
@@ -471,7 +470,8 @@ def _fit(model, splits, t, *, device, seed, desc, progress, compute, ctx, state_
         if progress:
             tqdm.write(f"{desc} epoch {epoch + 1}/{t.epochs}: loss {row['train_loss']:.4f} "
                        + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()) + f" ({row['epoch_time_s']:.1f}s)")
-        if t.patience and stall_counts(t, [r[key] for r in result.history], first_eligible)[0] >= t.patience:
+        stalled, cuts = stall_counts(t, [r[key] for r in result.history], first_eligible)
+        if t.patience and stalled >= t.patience:
             break  # early stopping: no better selection metric (by min_delta) for `patience` eligible epochs
         if state_path is not None and epoch + 1 < t.epochs:
             save_state(epoch + 1, 0, None, None)
