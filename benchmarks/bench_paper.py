@@ -10,7 +10,9 @@ FLOPs of one step per image (from the forward's, counted by ``torch.utils.flop_c
 the full recipe (100 epochs of 45,000 images, plus PGD-10 selection on 5,000 validation
 images per epoch) projected from the measured images per second of this device. With
 ``--assume-tflops`` it also prints the projection for an accelerator sustaining that many
-TFLOP/s on this work: an estimate, labelled as such.
+TFLOP/s on this work: an estimate, labelled as such. ``--bf16 auto`` (the default) times the bf16
+variants only where bf16 is native (CUDA, or a CPU with avx512_bf16 / AMX): an emulated bf16 step
+is about 12x slower than float32 and would take hours at WRN-34-10; the record says which ran.
 
     python benchmarks/bench_paper.py --device cpu --batch 16 --reps 3 --json results/bench_paper.json
 """
@@ -30,7 +32,7 @@ from common import bench, parse_args  # noqa: E402
 from lwta_utils.config import ModelConfig, load_config  # noqa: E402
 from lwta_utils.config.schema import AdversarialConfig, ComputeConfig, TrainConfig
 from lwta_utils.core.jsonfiles import write_versioned  # noqa: E402
-from lwta_utils.core.provenance import provenance  # noqa: E402
+from lwta_utils.core.provenance import native_bf16, provenance  # noqa: E402
 from lwta_utils.data import DATASETS  # noqa: E402
 from lwta_utils.models import build_model  # noqa: E402
 from lwta_utils.training.fit import step_inputs, step_loss  # noqa: E402
@@ -83,6 +85,8 @@ def main(argv=None) -> dict:
         p.add_argument("--batch", type=int, default=16, help="images per step (the paper: 128; CPUs: less)")
         p.add_argument("--width", type=int, default=10, help="WRN-34 widen factor (10: the paper's largest)")
         p.add_argument("--attack-steps", type=int, default=0, help="PGD steps (0: the paper profile's 10)")
+        p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
+                       help="time the bf16 + channels-last variants (auto: where bf16 is native)")
         p.add_argument("--assume-tflops", type=float, default=0.0,
                        help="also project the recipe's wall time at this sustained TFLOP/s (an estimate)")
 
@@ -100,11 +104,18 @@ def main(argv=None) -> dict:
         dev = torch.device(dev_name)
         x = torch.rand(a.batch, 3, 32, 32, device=dev)
         y = torch.randint(0, 10, (a.batch,), device=dev)
+        with_bf16 = a.bf16 == "on" or (a.bf16 == "auto" and (dev.type == "cuda" or native_bf16()))
+        tags = (("fp32", f32), ("bf16_cl", fast)) if with_bf16 else (("fp32", f32),)
+        if not with_bf16:
+            print(f"{dev_name}: bf16 + channels-last not timed ("
+                  + ("--bf16 off" if a.bf16 == "off" else "no native bfloat16 on this CPU: no avx512_bf16 or AMX")
+                  + "): float32 only")
+        out.setdefault("bf16_timed", {})[dev_name] = with_bf16
         standard = dataclasses.replace(train, adversarial=AdversarialConfig(method="none"))
         for recipe, recipe_train in (("standard", standard), ("pgd_at", train)):
             adversarial = recipe_train.adversarial if recipe == "pgd_at" else None
             variants = {f"{act}_{tag}": Variant(act, a.width, comp, recipe_train, x, y)
-                        for act in ("relu", "lwta") for tag, comp in (("fp32", f32), ("bf16_cl", fast))}
+                        for act in ("relu", "lwta") for tag, comp in tags}
             flops = {k: flops_per_image(v) for k, v in variants.items() if k.endswith("fp32")}
             res, _ = bench(variants, lambda v: v.loss(), a.reps, dev, ref="relu_fp32")
             print(f"\nWRN-34-{a.width} {recipe} training step on {dev_name}, batch {a.batch}"
@@ -114,8 +125,9 @@ def main(argv=None) -> dict:
                 print(f"  {k:14s} {r['median_ms']:9.1f} ms/step {r['images_per_s']:9.1f} images/s   "
                       f"x{r['ratio_to_relu_fp32']:.2f} ReLU fp32 (ratio of medians {r['ratio_of_medians']:.2f})")
             for act in ("relu", "lwta"):
-                print(f"  {act}: {flops[f'{act}_fp32'] / 1e9:.1f} GFLOP per image per step; bf16+channels-last "
-                      f"x{res[f'{act}_fp32']['median_ms'] / res[f'{act}_bf16_cl']['median_ms']:.2f} faster")
+                print(f"  {act}: {flops[f'{act}_fp32'] / 1e9:.1f} GFLOP per image per step"
+                      + (f"; bf16+channels-last x{res[f'{act}_fp32']['median_ms'] / res[f'{act}_bf16_cl']['median_ms']:.2f}"
+                         " faster" if with_bf16 else ""))
             if adversarial is not None:
                 # per epoch: N_TRAIN PGD-AT images + N_VAL images under PGD (about the same work per image)
                 # + N_VAL clean forwards (negligible): the recipe is about EPOCHS * (N_TRAIN + N_VAL) step-images

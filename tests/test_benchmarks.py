@@ -15,10 +15,10 @@ BENCHMARKS = {
     "bench_defenses.py": ("relu_std", "lwta_std", "kwta_std", "pni_pgdat", "wca", "sparta_pgdat",
                           "kwta_official_kernel"),
     "bench_paper.py": ("relu_fp32", "relu_bf16_cl", "lwta_fp32", "lwta_bf16_cl", "relu: ",
-                       "full recipe, lwta_bf16_cl"),
+                       "full recipe, lwta_bf16_cl"),  # --bf16 on: every variant, whatever the CPU
 }
 ARGS = {"bench_defenses.py": ["--profile", "smoke"], "bench_attacks.py": ["--steps", "3", "--eot", "3"],
-        "bench_paper.py": ["--batch", "2", "--width", "1", "--attack-steps", "1"]}
+        "bench_paper.py": ["--batch", "2", "--width", "1", "--attack-steps", "1", "--bf16", "on"]}
 
 
 @pytest.mark.parametrize("script", sorted(BENCHMARKS))
@@ -31,3 +31,20 @@ def test_benchmark_prints_its_ratios(tmp_path, script):
     for name in BENCHMARKS[script]:
         assert f"  {name}" in proc.stdout, name
     assert "x1." in proc.stdout and "ReLU" in proc.stdout and out.is_file()
+
+
+def test_bench_paper_times_float32_only_without_bf16(tmp_path):
+    """``--bf16 off`` (what ``auto`` does on a CPU without native bf16): the float32 variants only, said."""
+    import json
+
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_paper.py"), "--device", "cpu", "--reps", "1",
+                           "--json", str(out), *ARGS["bench_paper.py"][:-2], "--bf16", "off"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "bf16 + channels-last not timed (--bf16 off)" in proc.stdout
+    assert "  relu_fp32" in proc.stdout and "  lwta_fp32" in proc.stdout and "bf16_cl" not in proc.stdout
+    record = json.loads(out.read_text())
+    assert record["bf16_timed"] == {"cpu": False}
+    assert set(record["results"]["wrn34_1_pgd_at/cpu"]) >= {"relu_fp32", "lwta_fp32"}
+    assert not any("bf16" in k for k in record["results"]["wrn34_1_pgd_at/cpu"])

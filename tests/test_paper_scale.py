@@ -128,13 +128,23 @@ def test_paper_profile_starts_here_with_tiny_steps(tmp_path, fake_cifar10):
 # -- compute options ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("activation", ["relu", "lwta"])
-def test_bf16_autocast_and_channels_last_train_on_the_cpu(smoke_cfg, splits, activation):
+def test_bf16_autocast_and_channels_last_train_on_the_cpu(smoke_cfg, splits, activation, monkeypatch):
+    import warnings
+
+    fit_module = sys.modules["lwta_utils.training.fit"]  # the package exports the function under the same name
+
     m = smoke_cfg.models[f"{activation}_pgdat"]
     m = type(m)(**{**m.__dict__, "train": type(m.train)(**{**m.train.__dict__, "epochs": 1})})
     torch.manual_seed(0)
     model = build_model(m, splits.info)
-    res = fit(model, splits, m.train, device=torch.device("cpu"), seed=0, progress=False,
-              compute=ComputeConfig(amp="bf16", channels_last=True))
+    emulated = activation == "relu"  # one case each: a CPU without native bf16 is warned, one with it is not
+    monkeypatch.setattr(fit_module, "native_bf16", lambda: not emulated)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = fit(model, splits, m.train, device=torch.device("cpu"), seed=0, progress=False,
+                  compute=ComputeConfig(amp="bf16", channels_last=True))
+    said = [w for w in caught if issubclass(w.category, RuntimeWarning) and "compute.amp" in str(w.message)]
+    assert len(said) == int(emulated) and (not said or "native bfloat16" in str(said[0].message))
     assert np.isfinite(res.history[0]["train_loss"]) and 0 <= res.history[0]["val_acc"] <= 1
     assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay float32
     assert model(splits.x_val[:4]).dtype == torch.float32  # evaluation: float32, contiguous

@@ -24,6 +24,7 @@ import math
 import os
 import random
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ from lwta_utils.core.fileio import atomic_path
 from lwta_utils.core.modes import eval_mode
 from lwta_utils.core.paths import display_path
 from lwta_utils.core.progress import progress_bar, status
+from lwta_utils.core.provenance import native_bf16
 from lwta_utils.core.switches import available_switches, maybe_switches
 from lwta_utils.data.augment import augment_batch
 from lwta_utils.data.splits import Splits
@@ -353,6 +355,10 @@ def _fit(model, splits, t, *, device, seed, desc, progress, compute, ctx, state_
         local_gen = gens["local_gen"] = torch.Generator().manual_seed(rank_seed)
         torch.manual_seed(rank_seed)  # the stochastic layers' noise differs between processes
     model.to(device)
+    if compute.amp == "bf16" and device.type == "cpu" and not native_bf16() and ctx.is_main:
+        warnings.warn("compute.amp = 'bf16' on a CPU without native bfloat16 (no avx512_bf16 or AMX): every "
+                      "product is emulated, about 10x slower than float32; set compute.amp=none on this machine "
+                      "(it changes the model's configuration hash)", RuntimeWarning, stacklevel=2)
     if compute.channels_last:
         model.to(memory_format=torch.channels_last)
     if ctx.active and device.type == "cuda" and compute.sync_batchnorm:
