@@ -334,6 +334,28 @@ def test_readme_and_docs_numbers_are_in_the_records():
             assert number in paper, f"docs/paper_scale.md table: {number} is in no bench_paper record"
 
 
+def test_released_page_quotes_the_released_records():
+    """docs/released_checkpoint.md's tables of our numbers quote the committed released records: every
+    percentage (one decimal) is an accuracy, interval end or share of the evaluation record, and every
+    wall time of the cascade table is a step's rounded wall time."""
+    import json
+
+    results = ROOT / "results"
+    recs = json.loads((results / "eval_lwta_wrn34_1_released.json").read_text())["records"]
+    acc = {f"{100 * r[k]:.1f}" for r in recs for k in ("accuracy", "ci_low", "ci_high", "worst_accuracy",
+                                                        "robust_ci_low", "robust_ci_high") if r.get(k) is not None}
+    ours = _between(_page("released_checkpoint.md"), "## Ours", "## Wall time")
+    rows = [ln for ln in ours.splitlines() if ln.startswith("| ") and "%" in ln]
+    assert len(rows) >= 10
+    for row in rows:
+        cells = row.split("|")[1:-2]  # the last column: the authors' numbers
+        for pct in re.findall(r"(?<![\d.])(\d+\.\d)%", "|".join(cells)):
+            assert pct in acc, f"docs/released_checkpoint.md: {pct}% is in no released record ({row[:60]})"
+    walls = {str(round(r["wall_time_s"])) for r in recs}
+    for row in (ln for ln in ours.splitlines() if re.match(r"\| \d", ln)):
+        assert row.split("|")[-2].strip() in walls, row
+
+
 def test_readme_fits_a_few_screens_and_links_every_page():
     readme = (ROOT / "README.md").read_text()
     lines = readme.splitlines()
