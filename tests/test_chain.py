@@ -288,14 +288,40 @@ def test_a_failing_notebook_leaves_the_last_good_outputs_untouched(smoke_run, tm
     assert "untouched" in proc.stderr
     assert _snapshot(work) == before  # 00_data's new split record and figures were not promoted
     assert (work / "reports" / "executed" / "05_attacks.ipynb").is_file()
-    # the analysis alone, on the cached records: records unchanged, figures and report rendered again
+    # the analysis alone, on the restored records: its inputs are those of its last run, so it is not run again
     (work / "models" / "wca.pt").write_bytes((out / "models" / "wca.pt").read_bytes())
     proc = run("--profile", "smoke", "--out", str(work), "--notebooks", "07_analysis")
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "07_analysis" in proc.stdout and "not run again" in proc.stdout
     after = _snapshot(work)
     assert all(after[k] == v for k, v in before.items() if k.name.startswith(("eval_", "correct_", "train_")))
     timing = json.loads((work / "results" / "chain_timing.json").read_text())["notebooks"]["07_analysis"]
     assert timing["wall_s"] > 0 and not (work / ".chain-run").exists()
+
+
+def test_a_rerun_with_nothing_changed_runs_no_notebook(smoke_run, tmp_path):
+    """The notebook cache (``pipeline.nbcache``): with nothing changed, no notebook runs and the report
+    stays; a notebook whose output was removed runs again, alone, and only it."""
+    out, proc = smoke_run
+    assert proc.returncode == 0
+    work = tmp_path / "copy"
+    shutil.copytree(out, work)  # other inodes and paths, the same contents: still unchanged
+    before = {k: v for k, v in _snapshot(work).items() if k.name != "chain_timing.json"}
+    proc = run("--profile", "smoke", "--out", str(work), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("unchanged since its last run: not run again") == 2 * len(NOTEBOOKS), proc.stdout
+    assert "report: unchanged since it was last rendered" in proc.stdout
+    assert {k: v for k, v in _snapshot(work).items() if k.name != "chain_timing.json"} == before
+    (work / "figures" / "headline.png").unlink()  # an output of the analysis: it runs again, nothing else does
+    proc = run("--profile", "smoke", "--out", str(work), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("unchanged since its last run: not run again") == 2 * (len(NOTEBOOKS) - 1), proc.stdout
+    assert "07_analysis" in proc.stdout and (work / "figures" / "headline.png").is_file()
+    assert "report: unchanged" not in proc.stdout  # rendered again from the new executed copy
+    proc = run("--profile", "smoke", "--out", str(work), timeout=300)  # and then nothing again
+    assert proc.stdout.count("unchanged since its last run: not run again") == 2 * len(NOTEBOOKS), proc.stdout
+    proc = run("--profile", "smoke", "--out", str(work), "--notebooks", "07_analysis", "--force", timeout=300)
+    assert proc.returncode == 0 and "not run again" not in proc.stdout  # --force runs what it is given
 
 
 def test_smoke_report_opens_in_headless_chromium(smoke_run):
@@ -312,3 +338,54 @@ def test_smoke_report_opens_in_headless_chromium(smoke_run):
     assert res["anchors"] == len(expected_anchors(NOTEBOOKS_DIR, list(NOTEBOOKS)))
     assert res["first_screen"]["figure"][1] <= 768 and res["bytes"] <= 2.5e6
     assert (out / "reports" / "first_screen.png").stat().st_size > 10000  # saved by the chain for the README
+
+
+def test_notebook_cache_keys(tmp_path, smoke_cfg):
+    """A notebook is skipped only when its inputs, its own outputs, the code and the configuration are
+    those of its last run; files written by later notebooks and by the chain do not count."""
+    from lwta_utils.pipeline.nbcache import Digests, NotebookCache
+
+    out, executed = tmp_path / "out", tmp_path / "executed"
+    executed.mkdir()
+    (out / "results").mkdir(parents=True)
+    (out / "results" / "input.json").write_text("1")
+    digests, params = Digests(("models", "results", "figures")), {"seed": 0, "out_dir": "a"}
+    first, second = NOTEBOOKS[0], NOTEBOOKS[1]
+    cache = NotebookCache(executed, enabled=True, cfg=smoke_cfg, params=params)
+    assert not cache.unchanged(first, digests(out))  # never ran
+    before = digests(out)
+    (out / "results" / "first.json").write_text("a")  # the first notebook's output
+    mid = digests(out)
+    (out / "results" / "second.json").write_text("b")  # the second's
+    (out / "results" / "chain_timing.json").write_text("t")
+    after = digests(out)
+    for nb in (first, second):
+        (executed / f"{nb}.ipynb").write_text("{}")
+    cache.save({first: (before, mid), second: (mid, after)})
+
+    def fresh(**kw):
+        return NotebookCache(executed, enabled=kw.get("enabled", True), cfg=kw.get("cfg", smoke_cfg),
+                             params=kw.get("params", {**params, "out_dir": "elsewhere"}))
+
+    assert fresh().unchanged(first, digests(out)) and fresh().unchanged(second, digests(out))
+    (out / "results" / "second.json").write_text("c")  # a later notebook's output: the first stays valid
+    (out / "results" / "chain_timing.json").write_text("u")
+    assert fresh().unchanged(first, digests(out)) and not fresh().unchanged(second, digests(out))
+    (out / "results" / "second.json").write_text("b")
+    (out / "results" / "first.json").write_text("z")  # its own output changed
+    assert not fresh().unchanged(first, digests(out))
+    (out / "results" / "first.json").write_text("a")
+    (out / "results" / "input.json").write_text("2")  # an input changed
+    assert not fresh().unchanged(first, digests(out))
+    (out / "results" / "input.json").write_text("1")
+    assert fresh().unchanged(first, digests(out))
+    assert not fresh(enabled=False).unchanged(first, digests(out))  # --force
+    assert not fresh(params={**params, "seed": 1}).unchanged(first, digests(out))
+    other = type(smoke_cfg)(**{**smoke_cfg.__dict__, "seed": smoke_cfg.seed + 1})
+    assert not fresh(cfg=other).unchanged(first, digests(out))
+    c = fresh()
+    c.invalidate(first)  # about to run again: the entry goes, its outputs stay attributed to it
+    assert not (executed / f"{first}.cache.json").exists() and not c.unchanged(first, digests(out))
+    c.save({first: (digests(out), digests(out))})  # ran and wrote nothing new: still its outputs
+    assert json.loads((executed / f"{first}.cache.json").read_text())["outputs"] == {"results/first.json": after[
+        "results/first.json"]}

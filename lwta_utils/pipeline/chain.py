@@ -15,7 +15,9 @@ The configuration is validated before any notebook runs; a bad parameter
 stops the chain with one message (exit code 2) and nothing written. Checkpoints
 and evaluation records whose configuration hash matches are reused (``--force``
 redoes everything), so changing a parameter retrains and re-evaluates exactly
-what depends on it, and rerunning the analysis alone takes seconds. The
+what depends on it, and rerunning the analysis alone takes seconds; a notebook
+whose inputs are unchanged since its last successful run is not run at all
+(``pipeline.nbcache``), nor is the report rendered again. The
 notebooks write into a working copy (``<out>/.chain-run/``) that replaces the
 outputs only when every notebook succeeded: a failing notebook stops the chain
 with its name and cell (exit code 1), its executed copy holding the error stays
@@ -48,6 +50,7 @@ from lwta_utils.core.paths import NOTEBOOKS_DIR, ROOT, display_path
 from lwta_utils.core.progress import ENV as PROGRESS_ENV
 from lwta_utils.core.provenance import provenance, uncommitted_code
 from lwta_utils.pipeline.console import Console, NotebookRun, open_hint, summary_table
+from lwta_utils.pipeline.nbcache import Digests, NotebookCache
 from lwta_utils.pipeline.report import build_report, check_report, expected_anchors, update_readme_findings
 
 STAGE_DIR = ".chain-run"  # the working copy a run writes into until every notebook has succeeded
@@ -274,12 +277,19 @@ def run_chain(profile: str, *, out_dir: str | None = None, seed: int | None = No
     console.say(f"profile {profile}: {len(notebooks)} notebook(s), outputs under {display_path(out)}/"
                 + ("" if console.mode == "verbose" else " (--verbose: the full log)"))
     start, runs = time.perf_counter(), []
+    cache, digests, ran = NotebookCache(executed_dir, enabled=reuse, cfg=cfg, params=params), Digests(STAGED), {}
     for i, nb in enumerate(notebooks, 1):
         src, dst = NOTEBOOKS_DIR / f"{nb}.ipynb", executed_dir / f"{nb}.ipynb"
         progress_file = stage / "progress.json"
         progress_file.unlink(missing_ok=True)
         run = NotebookRun(nb, i, len(notebooks))
         runs.append(run)
+        state = digests(stage)
+        if cache.unchanged(nb, state):  # inputs unchanged since its last run: its outputs and executed copy stay
+            run.skipped, run.wall_s = True, 0.0
+            console.say(f"[{i}/{len(notebooks)}] {nb:<24} unchanged since its last run: not run again")
+            continue
+        cache.invalidate(nb)
         before = _snapshot(stage)
         quiet = {} if console.mode == "verbose" else {
             "kernel_manager_class": _quiet_kernel_manager(executed_dir / f"{nb}.kernel.log")}
@@ -307,11 +317,20 @@ def run_chain(profile: str, *, out_dir: str | None = None, seed: int | None = No
         console.set_files_written(_changed(before, _snapshot(stage)))
         console.finish(True)
         record_timing(stage_cfg, nb, run.wall_s, reuse, run.did())
+        ran[nb] = (state, digests(stage))
     changed = promote_outputs(stage, out)
+    cache.save(ran)
     result = None
     executed = [executed_dir / f"{nb}.ipynb" for nb in NOTEBOOKS]
     if report and ANALYSE_NOTEBOOK in notebooks and all(p.is_file() for p in executed):
-        result = render_report(cfg, profile, console)
+        key = cache.report_key(executed, [cfg.results_dir / "findings.md", cfg.figures_dir / HEADLINE_FIGURE])
+        result = cfg.reports_dir / "index.html"
+        if cache.report_unchanged(key, result):
+            console.say(f"report: unchanged since it was last rendered ({display_path(result)})")
+        else:
+            cache.save_report(None)
+            result = render_report(cfg, profile, console)
+            cache.save_report(key)
     console.say("\n" + summary_table(runs, time.perf_counter() - start))
     console.say(f"outputs: {changed} file(s) changed under {display_path(out)}/")
     findings = cfg.results_dir / "findings.md"

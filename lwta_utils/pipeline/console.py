@@ -45,8 +45,11 @@ class NotebookRun:
     tallies: dict = field(default_factory=dict)
     files_written: int = 0
     failed_cell: int | None = None
+    skipped: bool = False            # inputs unchanged since its last run (``pipeline.nbcache``): not run
 
     def did(self) -> str:
+        if self.skipped:
+            return "unchanged since its last run: not run again"
         parts = [f"{n} {_singular(what) if n == 1 else what}" for what, n in self.tallies.items()]
         files = f"{self.files_written} file{'s' if self.files_written != 1 else ''} written"
         return ", ".join(parts) + ("; " if parts else "") + files
