@@ -355,19 +355,21 @@ def test_notebook_cache_keys(tmp_path, smoke_cfg):
     assert not cache.unchanged(first, digests(out))  # never ran
     before = digests(out)
     (out / "results" / "first.json").write_text("a")  # the first notebook's output
+    (out / "results" / "shared.json").write_text("s1")  # written by both notebooks (LWTA statistics, a figure)
     mid = digests(out)
     (out / "results" / "second.json").write_text("b")  # the second's
+    (out / "results" / "shared.json").write_text("s2")
     (out / "results" / "chain_timing.json").write_text("t")
     after = digests(out)
     for nb in (first, second):
         (executed / f"{nb}.ipynb").write_text("{}")
-    cache.save({first: (before, mid), second: (mid, after)})
+    cache.save({first: (before, mid), second: (mid, after)}, after)
 
     def fresh(**kw):
         return NotebookCache(executed, enabled=kw.get("enabled", True), cfg=kw.get("cfg", smoke_cfg),
                              params=kw.get("params", {**params, "out_dir": "elsewhere"}))
 
-    assert fresh().unchanged(first, digests(out)) and fresh().unchanged(second, digests(out))
+    assert fresh().unchanged(first, digests(out)) and fresh().unchanged(second, digests(out))  # as the chain left it
     (out / "results" / "second.json").write_text("c")  # a later notebook's output: the first stays valid
     (out / "results" / "chain_timing.json").write_text("u")
     assert fresh().unchanged(first, digests(out)) and not fresh().unchanged(second, digests(out))
@@ -386,6 +388,6 @@ def test_notebook_cache_keys(tmp_path, smoke_cfg):
     c = fresh()
     c.invalidate(first)  # about to run again: the entry goes, its outputs stay attributed to it
     assert not (executed / f"{first}.cache.json").exists() and not c.unchanged(first, digests(out))
-    c.save({first: (digests(out), digests(out))})  # ran and wrote nothing new: still its outputs
-    assert json.loads((executed / f"{first}.cache.json").read_text())["outputs"] == {"results/first.json": after[
-        "results/first.json"]}
+    c.save({first: (digests(out), digests(out))}, digests(out))  # ran and wrote nothing new: still its outputs
+    assert json.loads((executed / f"{first}.cache.json").read_text())["outputs"] == {
+        p: after[p] for p in ("results/first.json", "results/shared.json")}

@@ -319,7 +319,7 @@ def run_chain(profile: str, *, out_dir: str | None = None, seed: int | None = No
         record_timing(stage_cfg, nb, run.wall_s, reuse, run.did())
         ran[nb] = (state, digests(stage))
     changed = promote_outputs(stage, out)
-    cache.save(ran)
+    cache.save(ran, digests(out))
     result = None
     executed = [executed_dir / f"{nb}.ipynb" for nb in NOTEBOOKS]
     if report and ANALYSE_NOTEBOOK in notebooks and all(p.is_file() for p in executed):

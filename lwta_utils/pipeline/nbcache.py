@@ -138,13 +138,20 @@ class NotebookCache:
         (self.dir / f"{nb}.cache.json").unlink(missing_ok=True)
         self.entries[nb] = None
 
-    def save(self, ran: dict[str, tuple[dict, dict]]) -> None:
-        """Record the notebooks that ran: ``ran[nb] = (state before, state after)``; the others keep
-        their entries. Called once the run's outputs were promoted."""
+    def save(self, ran: dict[str, tuple[dict, dict]], final: dict[str, str]) -> None:
+        """Record the notebooks that ran: ``ran[nb] = (state before, state after)``; ``final``: the
+        outputs' state once promoted. A notebook's outputs are what it wrote (now, and before, while
+        the files exist) as the chain left them: a later notebook may rewrite a file an earlier one
+        wrote (the LWTA statistics, a shared figure). The skipped notebooks keep their keys."""
         outputs = {n: e["outputs"] for n, e in self.entries.items() if e is not None}
         for nb, (before, after) in ran.items():  # what it wrote now, and what it wrote before that still exists
-            written = {p for p, d in after.items() if before.get(p) != d} | set(self.previous.get(nb, {}))
-            outputs[nb] = {p: after[p] for p in sorted(written - CHAIN_WRITTEN) if p in after}
+            outputs[nb] = {p for p, d in after.items() if before.get(p) != d} | set(self.previous.get(nb, {}))
+        outputs = {n: {p: final[p] for p in sorted(set(o) - CHAIN_WRITTEN) if p in final} for n, o in outputs.items()}
+        for nb, e in self.entries.items():
+            if nb in ran or e is None:
+                continue
+            e["outputs"] = outputs[nb]
+            (self.dir / f"{nb}.cache.json").write_text(json.dumps(e, sort_keys=True))
         for nb, (before, _) in ran.items():
             entry = {"key": self._key(nb, before, self._excluded(nb, outputs)), "outputs": outputs[nb]}
             (self.dir / f"{nb}.cache.json").write_text(json.dumps(entry, sort_keys=True))
