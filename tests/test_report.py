@@ -413,3 +413,15 @@ def test_no_internal_source_names_anywhere_a_reader_looks():
         cfg = lu.load_config(profile)
         for name in cfg.models:
             assert "seed 00" not in cfg.label(name).lower(), (profile, name)
+
+
+def test_readme_findings_block_is_rewritten_only_when_it_changes(tmp_path):
+    from lwta_utils.pipeline.report import FINDINGS_END, FINDINGS_START, update_readme_findings
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{FINDINGS_START}\nold\n{FINDINGS_END}\nrest\n")
+    assert update_readme_findings(readme, "new") and "new" in readme.read_text() and "old" not in readme.read_text()
+    before = readme.stat().st_mtime_ns
+    assert not update_readme_findings(readme, "new") and readme.stat().st_mtime_ns == before  # nothing to do
+    readme.write_text("# no block\n")
+    assert not update_readme_findings(readme, "new") and readme.read_text() == "# no block\n"

@@ -284,13 +284,16 @@ FINDINGS_START, FINDINGS_END = "<!-- findings:start -->", "<!-- findings:end -->
 
 def update_readme_findings(readme: Path, findings: str) -> bool:
     """Replace the README's findings block (between its two markers) with ``findings``; False,
-    and nothing written, when the README has no such block."""
+    and nothing written, when the README has no such block or already holds these findings."""
     text = Path(readme).read_text()
     if FINDINGS_START not in text or FINDINGS_END not in text:
         return False
     head, rest = text.split(FINDINGS_START, 1)
     tail = rest.split(FINDINGS_END, 1)[1]
-    write_text(readme, f"{head}{FINDINGS_START}\n{findings.strip()}\n{FINDINGS_END}{tail}")
+    new = f"{head}{FINDINGS_START}\n{findings.strip()}\n{FINDINGS_END}{tail}"
+    if new == text:
+        return False
+    write_text(readme, new)
     return True
 
 
