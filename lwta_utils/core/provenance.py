@@ -59,30 +59,32 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # the ones that chan
 
 
 @functools.lru_cache(maxsize=1)
+def _cpuinfo() -> tuple[str | None, frozenset]:
+    """The CPU model and flags from Linux's /proc/cpuinfo (None, empty elsewhere)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None, frozenset()
+    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), platform.machine())
+    return model, frozenset(next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), []))
+
+
+@functools.lru_cache(maxsize=1)
 def cpu_description() -> str:
     """'AMD EPYC 9B14, 2 cores (avx2, avx512f, avx512_bf16)': the CPU model, the cores this process
     may use and its speed-relevant flags (Linux's /proc/cpuinfo; elsewhere the platform's name)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
+    model, flags = _cpuinfo()
+    if model is None:
         return f"{platform.processor() or platform.machine()}, {cores} cores"
-    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), platform.machine())
-    flags = set(next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), []))
     return f"{model}, {cores} cores ({', '.join(f for f in CPU_FLAGS if f in flags) or 'no AVX2'})"
 
 
-@functools.lru_cache(maxsize=1)
 def native_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (avx512_bf16 or AMX): without it, bf16 autocast
     on the CPU emulates every product and runs about ten times slower than float32 (a WRN-34-10
     step measured 12.5x on an AVX2-only machine)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return False
-    flags = set(next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), []))
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return bool(_cpuinfo()[1] & {"avx512_bf16", "amx_bf16"})
 
 
 def provenance() -> dict:

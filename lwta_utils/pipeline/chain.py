@@ -50,7 +50,7 @@ from lwta_utils.core.paths import NOTEBOOKS_DIR, ROOT, display_path
 from lwta_utils.core.progress import ENV as PROGRESS_ENV
 from lwta_utils.core.provenance import provenance, uncommitted_code
 from lwta_utils.pipeline.console import Console, NotebookRun, open_hint, summary_table
-from lwta_utils.pipeline.nbcache import Digests, NotebookCache
+from lwta_utils.pipeline.nbcache import Digests, NotebookCache, output_files
 from lwta_utils.pipeline.report import build_report, check_report, expected_anchors, update_readme_findings
 
 STAGE_DIR = ".chain-run"  # the working copy a run writes into until every notebook has succeeded
@@ -168,13 +168,7 @@ def _quiet_kernel_manager(log_path: Path) -> type:
 
 
 def _snapshot(stage: Path) -> dict:
-    out = {}
-    for sub in STAGED:
-        for f in (stage / sub).rglob("*") if (stage / sub).is_dir() else []:
-            if f.is_file() and not f.name.startswith(".tmp-"):
-                st = f.stat()
-                out[f] = (st.st_ino, st.st_mtime_ns, st.st_size)
-    return out
+    return {f: (st.st_ino, st.st_mtime_ns, st.st_size) for f, st in output_files(stage, STAGED)}
 
 
 def _changed(before: dict, after: dict) -> int:

@@ -49,17 +49,21 @@ class Digests:
 
     def __call__(self, root: Path) -> dict[str, str]:
         out = {}
-        for sub in self.subdirs:
-            base = root / sub
-            for f in sorted(base.rglob("*")) if base.is_dir() else []:
-                if not f.is_file() or f.name.startswith(".tmp-"):
-                    continue
-                st = f.stat()
-                sig = (str(f), st.st_ino, st.st_size, st.st_mtime_ns)
-                if sig not in self._memo:
-                    self._memo[sig] = _sha(f.read_bytes())
-                out[f.relative_to(root).as_posix()] = self._memo[sig]
+        for f, st in output_files(root, self.subdirs):
+            sig = (str(f), st.st_ino, st.st_size, st.st_mtime_ns)
+            if sig not in self._memo:
+                self._memo[sig] = _sha(f.read_bytes())
+            out[f.relative_to(root).as_posix()] = self._memo[sig]
         return out
+
+
+def output_files(root: Path, subdirs: tuple[str, ...]):
+    """(path, stat) of every file under ``root``'s ``subdirs``, temporaries (``.tmp-*``) left out."""
+    for sub in subdirs:
+        base = root / sub
+        for f in sorted(base.rglob("*")) if base.is_dir() else []:
+            if f.is_file() and not f.name.startswith(".tmp-"):
+                yield f, f.stat()
 
 
 def code_digest(root: Path = ROOT) -> str:
@@ -76,8 +80,8 @@ def code_digest(root: Path = ROOT) -> str:
 def _stats(folder: str) -> list:
     """Path, size and time of every file under ``folder`` (relative to the repository root)."""
     base = Path(folder) if Path(folder).is_absolute() else ROOT / folder
-    return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(base.rglob("*")) if f.is_file()] \
-        if base.is_dir() else []
+    stats = ((f, f.stat()) for f in sorted(base.rglob("*")) if f.is_file()) if base.is_dir() else ()
+    return [[str(f), st.st_size, st.st_mtime_ns] for f, st in stats]
 
 
 def config_digest(cfg: StudyConfig, params: dict) -> str:
