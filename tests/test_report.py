@@ -231,6 +231,23 @@ def test_every_claim_points_at_models_and_attacks_of_the_default_profile():
     assert set(spec["seed001_table"]["columns"].values()) <= ids
 
 
+def test_findings_give_the_paired_comparisons_no_headline_claim_decides():
+    """The ablation's comparisons reach the findings with the paired test; a pair a headline claim
+    already decides (LWTA-AT against ReLU-AT) is not repeated."""
+    from lwta_utils.analysis.claims import evaluate_claims
+    from lwta_utils.analysis.findings import comparison_bullet
+
+    cfg = lu.load_config("default")
+    text = comparison_bullet(cfg, evaluate_claims(cfg))
+    ablation = cfg.label("lwta_pgdat_st")
+    assert text.startswith("- **Paired comparisons**")
+    assert f"{ablation} against {cfg.label('relu_pgdat')}" in text
+    assert f"{ablation} against {cfg.label('lwta_pgdat')}" in text
+    assert f"{cfg.label('lwta_pgdat')} against" not in text  # decided by the headline claim
+    n_pairs = len(cfg.replicates("relu_pgdat")) + len(cfg.replicates("lwta_pgdat"))
+    assert text.count("McNemar p = ") == n_pairs and text.count("points [") == n_pairs
+
+
 def test_committed_findings_come_from_the_committed_records():
     """Every number of the findings (report and README) is recomputed from results/ here."""
     cfg = lu.load_config("default")

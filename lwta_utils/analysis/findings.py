@@ -3,7 +3,8 @@
 Written from the records and the claims only: one sentence with the count of verdicts, then at
 most ``MAX_FINDINGS`` bullets, each with its number and the test that decides it: the paper-scale
 result on the LWTA authors' released checkpoint first (when its records exist), the models that
-keep any robustness under the worst case over every attack, then the claims (those marked
+keep any robustness under the worst case over every attack, the paired comparisons of
+``report.comparisons`` that no headline claim decides (the ablation), then the claims (those marked
 ``headline: true`` in ``claims.yaml``, else a few per source in the file's order).
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from lwta_utils.analysis.claims import evaluate_claims
 from lwta_utils.analysis.headline import released_rows, scale_name
 from lwta_utils.analysis.queries import attack_label, headline_rows, reported
+from lwta_utils.analysis.tables import paired_rows
 from lwta_utils.analysis.sources import render_sources, source_ids
 from lwta_utils.core.fileio import write_text
 
@@ -103,6 +105,41 @@ def robust_bullet(cfg) -> str | None:
             f"attack): {len(robust)} of our {len(rows)} models keep more than {100 * floor:g}%: {kept}{rest}.")
 
 
+def _decided_pairs(claims: list[dict]) -> set[tuple[str, str]]:
+    """The pairs of models that a headline claim compares under the worst case (either order)."""
+    out = set()
+    for c in claims:
+        a, b = c.get("a"), c.get("b")
+        if c.get("headline") and isinstance(a, dict) and isinstance(b, dict) and "model" in a and "model" in b \
+                and a.get("attack") == b.get("attack") == "worst_case":
+            out |= {(a["model"], b["model"]), (b["model"], a["model"])}
+    return out
+
+
+def comparison_bullet(cfg, claims: list[dict]) -> str | None:
+    """The paired comparisons of ``report.comparisons`` (worst case, same digits, seed by seed) that no
+    headline claim already decides, in one bullet: per seed pair the difference A - B in points with
+    its 95% interval (Newcombe) and the exact McNemar p-value."""
+    decided = _decided_pairs(claims)
+    parts = []
+    for a, b in cfg.report.comparisons:
+        if (a, b) in decided:
+            continue
+        rows = [t for t in paired_rows(cfg, a, b, "worst_case") if "error" not in t]
+        if not rows:
+            continue
+        per = "; ".join(
+            f"{100 * t['accuracy_a']:.1f}% versus {100 * t['accuracy_b']:.1f}%, {100 * t['difference']:+.1f} points "
+            f"[{100 * t['ci'][0]:+.1f}, {100 * t['ci'][1]:+.1f}], McNemar p = {t['p']:.2g}"
+            + (f" (training seeds {cfg.model_seed(t['a'])} / {cfg.model_seed(t['b'])})" if len(rows) > 1 else "")
+            for t in rows)
+        parts.append(f"{cfg.label(a)} against {cfg.label(b)} (n {rows[0]['n']}): {per}")
+    if not parts:
+        return None
+    return (f"- **Paired comparisons** ({scale_name(cfg)}, eps {cfg.eval.headline_eps:g}, per-example worst case, the "
+            f"same digits, exact McNemar test): " + ". ".join(parts) + ".")
+
+
 def findings_text(cfg) -> str:
     """The Markdown findings at the top of the report and the README (see the module's docstring)."""
     claims = evaluate_claims(cfg)
@@ -111,14 +148,24 @@ def findings_text(cfg) -> str:
     head = (f"**{QUESTION}** Of the {n['reproduced'] + n['not reproduced']} claims of the sources we could test, "
             f"{n['reproduced']} are reproduced and {n['not reproduced']} are not ({n['not comparable']} more are not "
             f"comparable: see the claims table). Accuracy in % [95% Wilson interval]; {scale}: profile "
-            f"`{cfg.profile}`, the first {cfg.eval.n_examples} test images (the stronger attacks on a stated prefix), "
+            f"`{cfg.profile}`, {_digits(cfg)}, "
             f"Linf eps {cfg.eval.headline_eps:g} in pixel units; under attack, the share of digits classified "
             f"correctly in every one of {cfg.eval.draws} draws of a stochastic model (clean: the mean over draws).")
     bullets = released_bullets(cfg, claims)
     robust = robust_bullet(cfg)
     bullets += [robust] if robust else []
+    compared = comparison_bullet(cfg, claims)
+    bullets += [compared] if compared else []
     bullets += [claim_bullet(c, scale) for c in pick_claims(claims, MAX_FINDINGS - len(bullets))]
     return "\n".join([head, "", *bullets[:MAX_FINDINGS]])
+
+
+def _digits(cfg) -> str:
+    """Which test examples the headline numbers are on."""
+    n = cfg.eval.n_examples
+    if cfg.data.n_test and n >= cfg.data.n_test:
+        return f"all {cfg.data.n_test:,} test images (the curves and weak attacks on a stated prefix)"
+    return f"the first {n:,} test images (the stronger attacks on a stated prefix)"
 
 
 def findings(cfg):
