@@ -1,7 +1,7 @@
 """LWTA versus ReLU: training step and inference pass times, measured side by side in one run.
 
     python benchmarks/bench_lwta.py [--device cpu|cuda|all] [--reps 25] [--threads 0]
-        [--wrn-reps 3] [--no-wrn] [--compiled] [--json results/bench_lwta.json]
+        [--wrn-reps 3] [--no-wrn] [--compiled] [--bf16 auto|on|off] [--json results/bench_lwta.json]
 
 For the MNIST CNN (batch 128, 28 x 28), in NCHW and in channels-last, times
 one training step (zero_grad, forward, cross-entropy, backward; no optimiser
@@ -18,7 +18,11 @@ step; LWTA in phase 'train', temperature 0.67) and one inference pass
 - direct_gumbel_softmax: ``F.gumbel_softmax`` over blocks of 2 (a reference
   point: the straightforward implementation);
 - lwta_compiled (with ``--compiled``): the torch.compile kernel (compiles
-  for every shape and gradient mode: minutes on a small CPU).
+  for every shape and gradient mode: minutes on a small CPU);
+- relu_bf16, lwta_bf16 (``--bf16``; ``auto``, the default: where bfloat16 is
+  native, a CPU with avx512_bf16 or AMX, or CUDA): the same steps under bf16
+  autocast (``compute.amp: bf16``); each case then prints bf16 / float32 for
+  ReLU and for LWTA, paired per repetition.
 
 The same for one WRN-34-10 block (160 -> 160 channels, 32 x 32, batch 128)
 unless ``--no-wrn``. Variants run interleaved (``common.py``); each line
@@ -29,6 +33,7 @@ the issue (inference <= 1.2, training <= 1.1; fallback <= 1.4).
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -37,10 +42,10 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import parse_args, run_cases  # noqa: E402
+from common import paired_ratio, parse_args, run_cases  # noqa: E402
 
 from lwta_utils.core.jsonfiles import write_versioned  # noqa: E402
-from lwta_utils.core.provenance import cpu_description  # noqa: E402
+from lwta_utils.core.provenance import cpu_description, native_bf16  # noqa: E402
 from lwta_utils.defenses.lwta_kernels import numba_kernels, without_numba  # noqa: E402
 from lwta_utils.defenses.registry import register_activation  # noqa: E402
 
@@ -63,7 +68,22 @@ class DirectGumbelLWTA(nn.Module):
 register_activation("lwta_direct_gumbel")(lambda n, kind: DirectGumbelLWTA(n, kind))
 
 
-def variants(compiled: bool) -> dict:
+def bf16_autocast() -> contextlib.ExitStack:
+    """bf16 autocast on the CPU and, where there is one, the GPU (what ``compute.amp: bf16`` does)."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
+    if torch.cuda.is_available():
+        stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
+    return stack
+
+
+def bf16_ratios(times: dict) -> dict:
+    """bf16 autocast / float32, paired per repetition, for ReLU and for LWTA."""
+    return {f"{k} bf16 / float32": paired_ratio(times, f"{k}_bf16", k) for k in ("relu", "lwta")
+            if f"{k}_bf16" in times}
+
+
+def variants(compiled: bool, bf16: bool = False) -> dict:
     """name -> (activation, options[, context])."""
     v = {
         "relu": ("relu", {}),
@@ -75,6 +95,9 @@ def variants(compiled: bool) -> dict:
     }
     if compiled:
         v["lwta_compiled"] = ("lwta", {"kernel": "compiled"})
+    if bf16:
+        v["relu_bf16"] = ("relu", {}, bf16_autocast)
+        v["lwta_bf16"] = ("lwta", {}, bf16_autocast)
     return v
 
 
@@ -106,12 +129,19 @@ def summary(out: dict, device: str) -> dict:
 
 
 def main(argv=None) -> dict:
-    a = parse_args(__doc__, argv, extra=lambda p: p.add_argument(
-        "--compiled", action="store_true", help="also time the torch.compile kernel (slow to compile)"))
+    def options(p):
+        p.add_argument("--compiled", action="store_true", help="also time the torch.compile kernel (slow to compile)")
+        p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
+                       help="also time ReLU and LWTA under bf16 autocast (auto: where bfloat16 is native)")
+
+    a = parse_args(__doc__, argv, extra=options)
     json_path, a.json = a.json, None
+    with_bf16 = a.bf16 == "on" or (a.bf16 == "auto" and (native_bf16() or "cuda" in a.devices))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, numba kernel: "
-          f"{numba_kernels() is not None}; CPU: {cpu_description()}")
-    out = run_cases(a, variants(a.compiled), modes=("inference", "train"), formats=("nchw", "channels_last"))
+          f"{numba_kernels() is not None}; CPU: {cpu_description()}; bf16 autocast timed: {with_bf16}")
+    out = run_cases(a, variants(a.compiled, with_bf16), extra=bf16_ratios if with_bf16 else None,
+                    modes=("inference", "train"), formats=("nchw", "channels_last"))
+    out["bf16_timed"] = with_bf16
     out["summary"] = {dev: summary(out, dev) for dev in a.devices}
     if json_path:
         write_versioned(json_path, "benchmark", out)

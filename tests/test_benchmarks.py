@@ -8,7 +8,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 BENCHMARKS = {
-    "bench_lwta.py": ("relu", "lwta", "lwta_eager", "lwta_generic", "direct_gumbel_softmax"),
+    "bench_lwta.py": ("relu", "lwta", "lwta_eager", "lwta_generic", "direct_gumbel_softmax", "relu_bf16", "lwta_bf16",
+                      "relu bf16 / float32", "lwta bf16 / float32"),  # --bf16 on: whatever the CPU
     "bench_kwta.py": ("relu", "kwta", "kwta_topk", "kwta_scatter", "kwta_official",
                       "official / auto (x faster)"),
     "bench_attacks.py": ("ours", "foolbox", "torchattacks", "ours / foolbox", "ours / torchattacks", "EOT 3, batch 32"),
@@ -17,7 +18,7 @@ BENCHMARKS = {
     "bench_paper.py": ("relu_fp32", "relu_bf16_cl", "lwta_fp32", "lwta_bf16_cl", "relu: ",
                        "full recipe, lwta_bf16_cl"),  # --bf16 on: every variant, whatever the CPU
 }
-ARGS = {"bench_defenses.py": ["--profile", "smoke"], "bench_attacks.py": ["--steps", "3", "--eot", "3"],
+ARGS = {"bench_lwta.py": ["--no-wrn", "--bf16", "on"], "bench_defenses.py": ["--profile", "smoke"], "bench_attacks.py": ["--steps", "3", "--eot", "3"],
         "bench_paper.py": ["--batch", "2", "--width", "1", "--attack-steps", "1", "--bf16", "on"]}
 
 
