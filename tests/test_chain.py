@@ -390,3 +390,26 @@ def test_notebook_cache_keys(tmp_path, smoke_cfg):
     c.save({first: (digests(out), digests(out))}, digests(out))  # ran and wrote nothing new: still its outputs
     assert json.loads((executed / f"{first}.cache.json").read_text())["outputs"] == {
         p: after[p] for p in ("results/first.json", "results/shared.json")}
+
+
+def test_chain_timing_keeps_the_last_run_that_did_the_work(cfg):
+    """A rerun that only reused checkpoints and records keeps the timed run that computed them
+    (``last_computed``); a run that computes again replaces it."""
+    from lwta_utils.core.jsonfiles import read_versioned
+    from lwta_utils.pipeline.console import NotebookRun
+
+    def timing():
+        return read_versioned(cfg.results_dir / "chain_timing.json", "chain_timing")["notebooks"]["05_attacks"]
+
+    cfg.results_dir.mkdir(parents=True, exist_ok=True)
+    full, reused = NotebookRun("05_attacks", 6, 8), NotebookRun("05_attacks", 6, 8)
+    full.tallies, reused.tallies = {"models evaluated": 3}, {"records reused": 3}
+    assert full.computed() and not reused.computed() and NotebookRun("07_analysis", 8, 8).computed()
+    chain.record_timing(cfg, "05_attacks", 5400.0, True, full.did(), computed=full.computed())
+    chain.record_timing(cfg, "05_attacks", 20.0, True, reused.did(), computed=reused.computed())
+    chain.record_timing(cfg, "05_attacks", 19.0, True, reused.did(), computed=reused.computed())
+    t = timing()
+    assert (t["wall_s"], t["computed"]) == (19.0, False)
+    assert (t["last_computed"]["wall_s"], t["last_computed"]["did"]) == (5400.0, "3 models evaluated; 0 files written")
+    chain.record_timing(cfg, "05_attacks", 300.0, True, full.did(), computed=True)
+    assert timing()["wall_s"] == 300.0 and "last_computed" not in timing()

@@ -74,9 +74,13 @@ def preflight(cfg: StudyConfig, notebooks: list[str]) -> None:
                       f"{cfg.out}; include {EVALUATE_NOTEBOOK} in the run")
 
 
-def record_timing(cfg: StudyConfig, notebook: str, wall_s: float, reuse: bool, did: str = "") -> None:
+def record_timing(cfg: StudyConfig, notebook: str, wall_s: float, reuse: bool, did: str = "",
+                  computed: bool = True) -> None:
     """Add one notebook's wall time to ``results/chain_timing.json`` (the other notebooks' last
-    times are kept, each with its own date, commit, threads and whether checkpoints were reused)."""
+    times are kept, each with its own date, commit, threads and whether checkpoints were reused).
+    ``computed``: whether the run trained or evaluated anything; a run that only reused
+    checkpoints and records keeps, as ``last_computed``, the entry of the last run that did, so
+    that the cost of the work survives a rerun that reused it."""
     path = cfg.results_dir / "chain_timing.json"
     try:
         rec = read_versioned(path, "chain_timing") if path.is_file() else {}
@@ -85,8 +89,15 @@ def record_timing(cfg: StudyConfig, notebook: str, wall_s: float, reuse: bool, d
     if rec.get("profile") != cfg.profile:
         rec = {"profile": cfg.profile, "notebooks": {}}
     prov = provenance()
-    rec["notebooks"][notebook] = {"wall_s": round(wall_s, 1), "finished": prov["created"], "git_sha": prov["git_sha"],
-                                  "threads": torch.get_num_threads(), "reused_checkpoints": reuse, "did": did}
+    entry = {"wall_s": round(wall_s, 1), "finished": prov["created"], "git_sha": prov["git_sha"],
+             "threads": torch.get_num_threads(), "reused_checkpoints": reuse, "did": did, "computed": computed}
+    prev = rec["notebooks"].get(notebook)
+    if not computed and prev:
+        last = prev.get("last_computed") if prev.get("computed") is False else \
+            {k: v for k, v in prev.items() if k != "last_computed"}
+        if last:
+            entry["last_computed"] = last
+    rec["notebooks"][notebook] = entry
     rec["notebooks"] = {nb: rec["notebooks"][nb] for nb in NOTEBOOKS if nb in rec["notebooks"]}
     write_versioned(path, "chain_timing", {k: v for k, v in rec.items() if k not in ("schema", "schema_version")})
 
@@ -310,7 +321,7 @@ def run_chain(profile: str, *, out_dir: str | None = None, seed: int | None = No
                 console.finish(False)
         console.set_files_written(_changed(before, _snapshot(stage)))
         console.finish(True)
-        record_timing(stage_cfg, nb, run.wall_s, reuse, run.did())
+        record_timing(stage_cfg, nb, run.wall_s, reuse, run.did(), computed=run.computed())
         ran[nb] = (state, digests(stage))
     changed = promote_outputs(stage, out)
     cache.save(ran, digests(out))

@@ -47,6 +47,10 @@ class NotebookRun:
     failed_cell: int | None = None
     skipped: bool = False            # inputs unchanged since its last run (``pipeline.nbcache``): not run
 
+    def computed(self) -> bool:
+        """Whether the notebook trained or evaluated anything (not only reused checkpoints and records)."""
+        return not self.skipped and (not self.tallies or any(not k.endswith("reused") for k in self.tallies))
+
     def did(self) -> str:
         if self.skipped:
             return "unchanged since its last run: not run again"
