@@ -136,12 +136,14 @@ def main(argv=None) -> dict:
 
     a = parse_args(__doc__, argv, extra=options)
     json_path, a.json = a.json, None
-    with_bf16 = a.bf16 == "on" or (a.bf16 == "auto" and (native_bf16() or "cuda" in a.devices))
+    # auto: where bfloat16 is native; the variants are shared by the devices of one run, so with the CPU
+    # among them its support decides (run --device cuda alone to time the GPU's bf16 beside a CPU without it)
+    with_bf16 = a.bf16 == "on" or (a.bf16 == "auto" and (native_bf16() if "cpu" in a.devices else True))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, numba kernel: "
           f"{numba_kernels() is not None}; CPU: {cpu_description()}; bf16 autocast timed: {with_bf16}")
     out = run_cases(a, variants(a.compiled, with_bf16), extra=bf16_ratios if with_bf16 else None,
                     modes=("inference", "train"), formats=("nchw", "channels_last"))
-    out["bf16_timed"] = with_bf16
+    out["bf16_timed"] = {dev: with_bf16 for dev in a.devices}
     out["summary"] = {dev: summary(out, dev) for dev in a.devices}
     if json_path:
         write_versioned(json_path, "benchmark", out)

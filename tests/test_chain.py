@@ -413,3 +413,10 @@ def test_chain_timing_keeps_the_last_run_that_did_the_work(cfg):
     assert (t["last_computed"]["wall_s"], t["last_computed"]["did"]) == (5400.0, "3 models evaluated; 0 files written")
     chain.record_timing(cfg, "05_attacks", 300.0, True, full.did(), computed=True)
     assert timing()["wall_s"] == 300.0 and "last_computed" not in timing()
+    # an entry that did no work itself (reuse only, or no count at all) is never kept as the last that did
+    chain.record_timing(cfg, "06_released_checkpoint", 11.0, True, "3 files written", computed=True)
+    chain.record_timing(cfg, "06_released_checkpoint", 12.0, True, "1 record reused; 3 files written", computed=False)
+    assert "last_computed" not in read_versioned(cfg.results_dir / "chain_timing.json",
+                                                 "chain_timing")["notebooks"]["06_released_checkpoint"]
+    assert chain.did_work({"did": "2 models evaluated, 3 records reused; 9 files written"})
+    assert not chain.did_work({"did": "4 checkpoints reused; 4 files written"}) and not chain.did_work({"did": "x"})

@@ -4,7 +4,7 @@ Written from the records and the claims only: one sentence with the count of ver
 most ``MAX_FINDINGS`` bullets, each with its number and the test that decides it: the paper-scale
 result on the LWTA authors' released checkpoint first (when its records exist), the models that
 keep any robustness under the worst case over every attack, the paired comparisons of
-``report.comparisons`` that no headline claim decides (the ablation), then the claims (those marked
+``report.comparisons`` that no claim shown decides (the ablation), then the claims (those marked
 ``headline: true`` in ``claims.yaml``, else a few per source in the file's order).
 """
 from __future__ import annotations
@@ -106,34 +106,40 @@ def robust_bullet(cfg) -> str | None:
 
 
 def _decided_pairs(claims: list[dict]) -> set[tuple[str, str]]:
-    """The pairs of models that a headline claim compares under the worst case (either order)."""
+    """The pairs of models that the given claims compare under the worst case (either order)."""
     out = set()
     for c in claims:
         a, b = c.get("a"), c.get("b")
-        if c.get("headline") and isinstance(a, dict) and isinstance(b, dict) and "model" in a and "model" in b \
+        if isinstance(a, dict) and isinstance(b, dict) and "model" in a and "model" in b \
                 and a.get("attack") == b.get("attack") == "worst_case":
             out |= {(a["model"], b["model"]), (b["model"], a["model"])}
     return out
 
 
-def comparison_bullet(cfg, claims: list[dict]) -> str | None:
-    """The paired comparisons of ``report.comparisons`` (worst case, same digits, seed by seed) that no
-    headline claim already decides, in one bullet: per seed pair the difference A - B in points with
-    its 95% interval (Newcombe) and the exact McNemar p-value."""
-    decided = _decided_pairs(claims)
+def comparison_bullet(cfg, shown: list[dict]) -> str | None:
+    """The paired comparisons of ``report.comparisons`` (worst case, same digits, seed by seed) that
+    none of the ``shown`` claims already decides, in one bullet: per seed pair the two accuracies,
+    the difference A - B in points with its 95% interval (Newcombe) and the exact McNemar p-value;
+    seed pairs without a record are counted, not hidden."""
+    decided = _decided_pairs(shown)
     parts = []
     for a, b in cfg.report.comparisons:
         if (a, b) in decided:
             continue
-        rows = [t for t in paired_rows(cfg, a, b, "worst_case") if "error" not in t]
-        if not rows:
+        rows = paired_rows(cfg, a, b, "worst_case")
+        ok = [t for t in rows if "error" not in t]
+        if not ok:
             continue
+        same_n = len({t["n"] for t in ok}) == 1
         per = "; ".join(
             f"{100 * t['accuracy_a']:.1f}% versus {100 * t['accuracy_b']:.1f}%, {100 * t['difference']:+.1f} points "
             f"[{100 * t['ci'][0]:+.1f}, {100 * t['ci'][1]:+.1f}], McNemar p = {t['p']:.2g}"
+            + ("" if same_n else f", n {t['n']}")
             + (f" (training seeds {cfg.model_seed(t['a'])} / {cfg.model_seed(t['b'])})" if len(rows) > 1 else "")
-            for t in rows)
-        parts.append(f"{cfg.label(a)} against {cfg.label(b)} (n {rows[0]['n']}): {per}")
+            for t in ok)
+        missing = f" ({len(rows) - len(ok)} of {len(rows)} seed pairs without a common record)" if len(ok) < len(rows) else ""
+        parts.append(f"{cfg.label(a)} against {cfg.label(b)}" + (f" (n {ok[0]['n']})" if same_n else "")
+                     + f": {per}{missing}")
     if not parts:
         return None
     return (f"- **Paired comparisons** ({scale_name(cfg)}, eps {cfg.eval.headline_eps:g}, per-example worst case, the "
@@ -154,9 +160,13 @@ def findings_text(cfg) -> str:
     bullets = released_bullets(cfg, claims)
     robust = robust_bullet(cfg)
     bullets += [robust] if robust else []
-    compared = comparison_bullet(cfg, claims)
+    room = MAX_FINDINGS - len(bullets)
+    shown = pick_claims(claims, max(room - 1, 0))  # one place for the comparisons no shown claim decides
+    compared = comparison_bullet(cfg, shown)
+    if compared is None:
+        shown = pick_claims(claims, max(room, 0))
     bullets += [compared] if compared else []
-    bullets += [claim_bullet(c, scale) for c in pick_claims(claims, MAX_FINDINGS - len(bullets))]
+    bullets += [claim_bullet(c, scale) for c in shown]
     return "\n".join([head, "", *bullets[:MAX_FINDINGS]])
 
 
@@ -164,7 +174,7 @@ def _digits(cfg) -> str:
     """Which test examples the headline numbers are on."""
     n = cfg.eval.n_examples
     if cfg.data.n_test and n >= cfg.data.n_test:
-        return f"all {cfg.data.n_test:,} test images (the curves and weak attacks on a stated prefix)"
+        return f"all {cfg.data.n_test:,} test images (some attacks on a stated prefix)"
     return f"the first {n:,} test images (the stronger attacks on a stated prefix)"
 
 

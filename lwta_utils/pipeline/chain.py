@@ -74,6 +74,14 @@ def preflight(cfg: StudyConfig, notebooks: list[str]) -> None:
                       f"{cfg.out}; include {EVALUATE_NOTEBOOK} in the run")
 
 
+def did_work(entry: dict) -> bool:
+    """Whether a ``chain_timing.json`` entry timed a run that trained or evaluated something: what
+    it did lists a count other than checkpoints or records reused ('3 models evaluated; ...')."""
+    did = entry.get("did", "")
+    counts = [p.strip() for p in did.split(";")[0].split(",")] if ";" in did else []
+    return any(not c.endswith("reused") for c in counts)
+
+
 def record_timing(cfg: StudyConfig, notebook: str, wall_s: float, reuse: bool, did: str = "",
                   computed: bool = True) -> None:
     """Add one notebook's wall time to ``results/chain_timing.json`` (the other notebooks' last
@@ -92,11 +100,10 @@ def record_timing(cfg: StudyConfig, notebook: str, wall_s: float, reuse: bool, d
     entry = {"wall_s": round(wall_s, 1), "finished": prov["created"], "git_sha": prov["git_sha"],
              "threads": torch.get_num_threads(), "reused_checkpoints": reuse, "did": did, "computed": computed}
     prev = rec["notebooks"].get(notebook)
-    if not computed and prev:
-        last = prev.get("last_computed") if prev.get("computed") is False else \
-            {k: v for k, v in prev.items() if k != "last_computed"}
-        if last:
-            entry["last_computed"] = last
+    if not computed and prev:  # a notebook that counts its work reused it all: keep the run that did it
+        last = prev if did_work(prev) else prev.get("last_computed")
+        if last and did_work(last):
+            entry["last_computed"] = {k: v for k, v in last.items() if k != "last_computed"}
     rec["notebooks"][notebook] = entry
     rec["notebooks"] = {nb: rec["notebooks"][nb] for nb in NOTEBOOKS if nb in rec["notebooks"]}
     write_versioned(path, "chain_timing", {k: v for k, v in rec.items() if k not in ("schema", "schema_version")})

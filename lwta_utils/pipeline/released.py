@@ -26,6 +26,7 @@ from lwta_utils.config.schema import StudyConfig
 from lwta_utils.core.errors import ConfigError
 from lwta_utils.core.fileio import atomic_path
 from lwta_utils.core.jsonfiles import read_versioned, write_versioned
+from lwta_utils.core.progress import tally
 from lwta_utils.core.provenance import provenance
 from lwta_utils.core.registry import DATASETS
 from lwta_utils.core.runtime import get_device
@@ -112,6 +113,7 @@ def released_checkpoint(cfg: StudyConfig, *, reuse: bool = True, device: torch.d
         summary = cached_summary(cfg, config_hash)
         if summary is not None:
             print(f"{r.name}: reusing results/eval_{r.name}.json (configuration hash {config_hash} matches)")
+            tally("records reused")
             return summary
     device = device or get_device(cfg.device)
     _, info = DATASETS.lookup("data.name", "cifar10")
@@ -159,6 +161,7 @@ def released_checkpoint(cfg: StudyConfig, *, reuse: bool = True, device: torch.d
     write_versioned(out["summary"], "released_checkpoint", summary)
     # last: its configuration hash vouches for the files above when a rerun reuses them
     write_records(out["records"], ev.records, config_hash=config_hash)
+    tally("models evaluated")
     flags = ", ".join(sanity["flags"]) or "none"
     print(f"{r.name}: {len(ev.records)} records in {wall:.1f}s on {summary['timing']['machine']['torch_threads']} "
           f"threads (load average {summary['timing']['machine']['load_average_1_5_15']}); sanity flags: {flags}")
