@@ -49,7 +49,7 @@ from lwta_utils.core.jsonfiles import read_versioned, write_versioned
 from lwta_utils.core.paths import NOTEBOOKS_DIR, ROOT, display_path
 from lwta_utils.core.progress import ENV as PROGRESS_ENV
 from lwta_utils.core.provenance import provenance, uncommitted_code
-from lwta_utils.pipeline.console import Console, NotebookRun, open_hint, summary_table
+from lwta_utils.pipeline.console import Console, NotebookRun, counts_work, open_hint, summary_table
 from lwta_utils.pipeline.nbcache import Digests, NotebookCache, output_files
 from lwta_utils.pipeline.report import build_report, check_report, expected_anchors, update_readme_findings
 
@@ -78,8 +78,7 @@ def did_work(entry: dict) -> bool:
     """Whether a ``chain_timing.json`` entry timed a run that trained or evaluated something: what
     it did lists a count other than checkpoints or records reused ('3 models evaluated; ...')."""
     did = entry.get("did", "")
-    counts = [p.strip() for p in did.split(";")[0].split(",")] if ";" in did else []
-    return any(not c.endswith("reused") for c in counts)
+    return ";" in did and counts_work(did.split(";")[0].split(","))  # no ';': nothing was counted
 
 
 def record_timing(cfg: StudyConfig, notebook: str, wall_s: float, reuse: bool, did: str = "",

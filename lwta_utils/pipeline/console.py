@@ -49,7 +49,7 @@ class NotebookRun:
 
     def computed(self) -> bool:
         """Whether the notebook trained or evaluated anything (not only reused checkpoints and records)."""
-        return not self.skipped and (not self.tallies or any(not k.endswith("reused") for k in self.tallies))
+        return not self.skipped and (not self.tallies or counts_work(self.tallies))
 
     def did(self) -> str:
         if self.skipped:
@@ -57,6 +57,11 @@ class NotebookRun:
         parts = [f"{n} {_singular(what) if n == 1 else what}" for what, n in self.tallies.items()]
         files = f"{self.files_written} file{'s' if self.files_written != 1 else ''} written"
         return ", ".join(parts) + ("; " if parts else "") + files
+
+
+def counts_work(counts) -> bool:
+    """Whether tally names ('models evaluated', '3 records reused', ...) count any work other than reuse."""
+    return any(not c.strip().endswith("reused") for c in counts)
 
 
 def _singular(what: str) -> str:
