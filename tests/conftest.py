@@ -1,4 +1,5 @@
 import copy
+import os
 
 import pytest
 import torch
@@ -8,9 +9,23 @@ from lwta_utils.models import build_model
 from lwta_utils.training.fit import fit
 
 
+def _workers() -> int:
+    """pytest-xdist's worker processes (1 without xdist or with -n 0)."""
+    return int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+
+
 @pytest.fixture(autouse=True)
 def _threads():
-    torch.set_num_threads(2)
+    """Each worker its share of the cores (2 threads without xdist, as the suite was written for)."""
+    torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _workers())))
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tests of one smoke chain (the module fixture ``smoke_run``: minutes) share a worker, so
+    that the chain runs once (``--dist loadgroup``)."""
+    for item in items:
+        if "smoke_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("smoke_chain"))
 
 
 @pytest.fixture(scope="session")

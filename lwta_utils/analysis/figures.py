@@ -10,16 +10,18 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 
 from lwta_utils.analysis.queries import attack_label, attack_labels, reported, study_records
 from lwta_utils.analysis.tables import overhead_rows
 from lwta_utils.config.schema import MAX_GROUP_MODELS
 from lwta_utils.core.fileio import atomic_path
 from lwta_utils.core.jsonfiles import read_versioned
+from lwta_utils.core.lazy import LazyModule
+
+plt = LazyModule("matplotlib.pyplot")  # imported by the first figure drawn
+sns = LazyModule("seaborn")
 
 NORM_UNITS = {"linf": "Linf, pixel units in [0, 1]", "l2": "L2, pixel units"}
 

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from lwta_utils.analysis.claims import evaluate_claims
 from lwta_utils.analysis.figures import groups, save_figure
 from lwta_utils.analysis.queries import _linf_at, attack_label, headline_rows, reported
+from lwta_utils.core.lazy import LazyModule
 from lwta_utils.core.registry import ATTACKS
 from lwta_utils.evaluation.records import load_records
+
+plt = LazyModule("matplotlib.pyplot")  # imported by the first figure drawn
 
 VERDICT_COLORS = {"reproduced": "#009E73", "not reproduced": "#D55E00", "not comparable": "#7f7f7f",
                   "no claim tested": "#7f7f7f"}

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 import torch
 from torch import nn
 
@@ -26,6 +24,7 @@ from lwta_utils.analysis.probe_cache import probe_hash
 from lwta_utils.config.schema import STAGES
 from lwta_utils.core.errors import ConfigError, check_range
 from lwta_utils.core.jsonfiles import read_versioned, write_versioned
+from lwta_utils.core.lazy import LazyModule
 from lwta_utils.core.modes import eval_mode
 from lwta_utils.core.provenance import provenance
 from lwta_utils.core.stats import wilson_interval
@@ -33,6 +32,9 @@ from lwta_utils.core.switches import is_stochastic, maybe_switches, stream
 from lwta_utils.defenses.ibp import gated_layers, kept_weights
 from lwta_utils.evaluation.loading import load_models
 from lwta_utils.models.inference import draw_logits
+
+plt = LazyModule("matplotlib.pyplot")  # imported by the first figure drawn
+sns = LazyModule("seaborn")
 
 THRESHOLDS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5)  # test thresholds of the sweep (0.01: the authors')
 RESULT = "ibp_compression.json"

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import textwrap
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from lwta_utils.analysis.figures import NORM_UNITS, save_figure
 from lwta_utils.analysis.queries import attack_label
 from lwta_utils.core.jsonfiles import read_versioned
+from lwta_utils.core.lazy import LazyModule
 from lwta_utils.evaluation.records import load_records
+
+plt = LazyModule("matplotlib.pyplot")  # imported by the first figure drawn
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 

@@ -41,11 +41,11 @@ from torch import nn
 
 from lwta_utils.core.errors import bad, check_choice, check_range
 from lwta_utils.core.switches import Switchable
+from lwta_utils.defenses import lwta_kernels
 from lwta_utils.defenses.lwta_kernels import (
     KERNELS,
     PairCompetition,
     draw_seed,
-    numba_pair,
     pair_logistic,
     resolve_kernel,
     uniform,
@@ -167,7 +167,7 @@ class LWTA(nn.Module, Switchable):
             kernel = resolve_kernel(self.kernel, h)
             if kernel == "numba":  # one pass on h itself, in its memory format; the word drawn inside
                 seed = draw_seed(self.generator) if self.stochastic else None
-                y, s = numba_pair(h, tau, seed, self.gradient == "straight_through", self.keep_mask)
+                y, s = lwta_kernels.numba_pair(h, tau, seed, self.gradient == "straight_through", self.keep_mask)
                 if self.keep_mask:
                     self.last_mask = torch.stack((s, 1 - s), dim=2)
                 return y

@@ -620,7 +620,6 @@ class NumbaPair(torch.autograd.Function):
         return gh, gtau, None, None, None
 
 
-@torch.compiler.disable
 def numba_pair(h: torch.Tensor, tau: torch.Tensor, seed: int | None, straight_through: bool,
                keep_mask: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(output, mask ``s`` or None) of the U = 2 competition by the numba kernel. Without a
@@ -630,6 +629,20 @@ def numba_pair(h: torch.Tensor, tau: torch.Tensor, seed: int | None, straight_th
         y = NumbaPair.apply(h, tau, seed, straight_through, keep)
         return y, (keep[0] if keep else None)
     return _numba_forward(h, seed, 1.0 / float(tau), keep_mask)
+
+
+_numba_pair_eager = numba_pair
+
+
+def keep_numba_out_of_compile() -> None:
+    """Make :func:`numba_pair` a graph break for ``torch.compile`` (dynamo cannot trace a numba
+    kernel). Called before a model is compiled (``training.fit`` with ``compute.compile``), not
+    done by a ``torch.compiler.disable`` decorator, because that imports ``torch._dynamo`` (1.5 s
+    on 2 CPU cores) in every process that imports the package, most of which never compile.
+    Callers look the function up at call time (``lwta_kernels.numba_pair``)."""
+    global numba_pair
+    if numba_pair is _numba_pair_eager:
+        numba_pair = torch.compiler.disable(_numba_pair_eager)
 
 
 def prime_cache() -> dict[str, float]:

@@ -20,9 +20,11 @@ import hashlib
 import html as htmllib
 import io
 import logging
+import os
 import re
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
@@ -194,23 +196,46 @@ def _alt_texts(html: str) -> str:
     return "".join(out) + html[pos:]
 
 
-def _reencode_png(raw: bytes, max_width: int = MAX_IMAGE_WIDTH, colours: int = 256) -> bytes:
-    """``raw`` at most ``max_width`` pixels wide, with ``colours`` colours when that is smaller
-    (figures of flat colours lose nothing visible at 256); the original when nothing is gained."""
-    from PIL import Image
+def _png(img) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
 
-    img = Image.open(io.BytesIO(raw))
-    img.load()
-    if img.width > max_width:
-        img = img.resize((max_width, round(img.height * max_width / img.width)), Image.LANCZOS)
-    rgb = img.convert("RGB") if img.mode not in ("RGB", "L") else img
-    best = raw
-    for candidate in (rgb, rgb.quantize(colors=colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)):
-        buf = io.BytesIO()
-        candidate.save(buf, format="PNG", optimize=True)
-        if len(buf.getvalue()) < len(best):
-            best = buf.getvalue()
-    return best
+
+class _Reencoder:
+    """One embedded PNG at the widths and colour counts :func:`lighten_images` tries: the resized
+    image and its full-colour encoding are computed once per width (not once per colour count)."""
+
+    def __init__(self, raw: bytes):
+        self.raw = raw
+        self._rgb: dict[int, tuple] = {}
+
+    def _at(self, max_width: int) -> tuple:
+        if max_width not in self._rgb:
+            from PIL import Image
+
+            img = Image.open(io.BytesIO(self.raw))
+            img.load()
+            if img.width > max_width:
+                img = img.resize((max_width, round(img.height * max_width / img.width)), Image.LANCZOS)
+            rgb = img.convert("RGB") if img.mode not in ("RGB", "L") else img
+            self._rgb[max_width] = (rgb, _png(rgb))
+        return self._rgb[max_width]
+
+    def __call__(self, max_width: int = MAX_IMAGE_WIDTH, colours: int = 256) -> bytes:
+        """The image at most ``max_width`` pixels wide, with ``colours`` colours when that is smaller
+        (figures of flat colours lose nothing visible at 256); the original when nothing is gained."""
+        from PIL import Image
+
+        rgb, full = self._at(max_width)
+        quantized = _png(rgb.quantize(colors=colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE))
+        return min((self.raw, full, quantized), key=len)  # the first of equal sizes, as before
+
+
+def _reencode_png(raw: bytes, max_width: int = MAX_IMAGE_WIDTH, colours: int = 256) -> bytes:
+    """``raw`` at most ``max_width`` pixels wide, with ``colours`` colours when that is smaller; the
+    original when nothing is gained (see :class:`_Reencoder`)."""
+    return _Reencoder(raw)(max_width, colours)
 
 
 IMG_TAG = re.compile(r'<img\b[^>]*?src="data:image/png;base64,([A-Za-z0-9+/=\s]+)"[^>]*>', re.I)
@@ -238,24 +263,27 @@ def lighten_images(html: str, max_width: int = MAX_IMAGE_WIDTH, budget: int = RE
     first: dict[str, int] = {}
     for i, m in enumerate(matches):
         first.setdefault(hashlib.sha1(m.group(1).encode()).hexdigest(), i)
-    raw = {d: base64.b64decode(matches[i].group(1)) for d, i in first.items()}
+    coders = {d: _Reencoder(base64.b64decode(matches[i].group(1))) for d, i in first.items()}
     widths = [max_width] + [w for w in WIDTHS if w < max_width]
-    for width, colours in ((w, c) for w in widths for c in COLOURS):
-        small = {d: base64.b64encode(_reencode_png(r, width, colours)).decode() for d, r in raw.items()}
-        out, pos = [], 0
-        for i, m in enumerate(matches):
-            digest = hashlib.sha1(m.group(1).encode()).hexdigest()
-            out.append(html[pos:m.start()])
-            anchor = f"figure-{first[digest] + 1}"
-            if first[digest] != i:
-                out.append(f'<p class="figure-caption">(The same figure as <a href="#{anchor}">above</a>.)</p>')
-            else:
-                tag = m.group(0).replace(m.group(1), small[digest])
-                out.append(tag if " id=" in tag else tag.replace("<img", f'<img id="{anchor}"', 1))
-            pos = m.end()
-        text = "".join(out) + html[pos:]
-        if len(text.encode()) <= budget:
-            break
+    # PIL releases the GIL while it resizes, quantizes and encodes: the images are done in parallel
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for width, colours in ((w, c) for w in widths for c in COLOURS):
+            encoded = pool.map(_Reencoder.__call__, coders.values(), [width] * len(coders), [colours] * len(coders))
+            small = {d: base64.b64encode(png).decode() for d, png in zip(coders, encoded)}
+            out, pos = [], 0
+            for i, m in enumerate(matches):
+                digest = hashlib.sha1(m.group(1).encode()).hexdigest()
+                out.append(html[pos:m.start()])
+                anchor = f"figure-{first[digest] + 1}"
+                if first[digest] != i:
+                    out.append(f'<p class="figure-caption">(The same figure as <a href="#{anchor}">above</a>.)</p>')
+                else:
+                    tag = m.group(0).replace(m.group(1), small[digest])
+                    out.append(tag if " id=" in tag else tag.replace("<img", f'<img id="{anchor}"', 1))
+                pos = m.end()
+            text = "".join(out) + html[pos:]
+            if len(text.encode()) <= budget:
+                break
     return text
 
 

@@ -67,6 +67,7 @@ from lwta_utils.defenses.kwta import (
     scheduled_gamma,
     set_gamma,
 )
+from lwta_utils.defenses.lwta_kernels import keep_numba_out_of_compile
 from lwta_utils.defenses.wca import wca_heads, wca_penalty
 from lwta_utils.models.inference import accuracy, predict_logits
 from lwta_utils.training.inputs import training_inputs
@@ -368,6 +369,7 @@ def _fit(model, splits, t, *, device, seed, desc, progress, compute, ctx, state_
         if ctx.active else model
     attack_model = model  # attacks run on the module itself, never through DDP's gradient hooks
     if compute.compile:
+        keep_numba_out_of_compile()
         attack_model = torch.compile(model)
         step_model = torch.compile(step_model) if ctx.active else attack_model
     x_tr, y_tr = splits.x_train.to(device), splits.y_train.to(device)
