@@ -16,7 +16,6 @@ draw noise (the cascade gives up nothing). The two runs alternate in order betwe
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ import lwta_utils as lu
 from lwta_utils.core.jsonfiles import write_versioned
 from lwta_utils.core.modes import memory_format
 from lwta_utils.core.provenance import provenance
-from lwta_utils.core.runtime import get_device
+from lwta_utils.core.runtime import default_threads, get_device
 from lwta_utils.evaluation.evaluate import evaluate_model
 from lwta_utils.evaluation.loading import load_trained
 
@@ -66,7 +65,7 @@ def run(cfg, name: str, model, surrogates, x, y, full: bool) -> dict:
 
 def main(argv=None) -> dict:
     a = parse(argv)
-    torch.set_num_threads(a.threads or os.cpu_count() or 1)
+    torch.set_num_threads(a.threads or default_threads())
     cfg = lu.load_config(a.profile, out_dir=a.out)
     if not cfg.eval.cascade:
         sys.exit(f"profile '{a.profile}' has no eval.cascade")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import random
 import statistics
 import sys
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lwta_utils.config import ModelConfig  # noqa: E402
 from lwta_utils.core.jsonfiles import write_versioned  # noqa: E402
 from lwta_utils.core.provenance import provenance  # noqa: E402
+from lwta_utils.core.runtime import default_threads  # noqa: E402
 from lwta_utils.core.switches import maybe_switches  # noqa: E402
 from lwta_utils.data.datasets import DataInfo  # noqa: E402
 from lwta_utils.defenses.registry import make_activation  # noqa: E402
@@ -150,7 +150,7 @@ def parse_args(doc: str, argv=None, reps: int = 25, extra=None, wrn: bool = True
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     a = p.parse_args(argv)
-    torch.set_num_threads(a.threads or os.cpu_count() or 1)
+    torch.set_num_threads(a.threads or default_threads())
     devices = ["cpu", "cuda"] if a.device == "all" else [a.device]
     if "cuda" in devices and not torch.cuda.is_available():
         print("no CUDA device here: CPU only")

@@ -14,18 +14,31 @@ def _workers() -> int:
     return int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 
 
+# Each worker its share of the cores, and every process it starts (a chain's notebook kernels, a
+# benchmark, a torchrun) the same share through OMP_NUM_THREADS (``core.runtime.default_threads``):
+# more threads than cores makes torch's threads wait on each other (the smoke chain took 3x longer).
+THREADS = max(1, min(2, (os.cpu_count() or 1) // _workers()))
+if _workers() > 1:
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
+
+
 @pytest.fixture(autouse=True)
 def _threads():
-    """Each worker its share of the cores (2 threads without xdist, as the suite was written for)."""
-    torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _workers())))
+    torch.set_num_threads(THREADS)
+
+
+LONGEST_FIRST = ("test_chain.py", "test_paper_scale.py")  # the smoke chain (minutes), then the tiny paper chain
 
 
 def pytest_collection_modifyitems(config, items):
-    """The tests of one smoke chain (the module fixture ``smoke_run``: minutes) share a worker, so
-    that the chain runs once (``--dist loadgroup``)."""
-    for item in items:
-        if "smoke_run" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("smoke_chain"))
+    """The longest files first, the smoke chain's first of all: with ``--dist loadfile
+    --no-loadscope-reorder`` a file's tests share one worker (and one smoke chain), and the files
+    go to the workers in this order."""
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,16 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def default_threads() -> int:
+    """The threads that ``num_threads: 0`` means: ``OMP_NUM_THREADS`` when it is set (a scheduler's
+    share, or the test suite's share per worker process), else every core this process may use."""
+    share = os.environ.get("OMP_NUM_THREADS", "")
+    if share.isdigit() and int(share) > 0:
+        return int(share)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def set_threads(n: int) -> int:
-    """Use ``n`` CPU threads (0 = all cores); returns the number in use."""
-    torch.set_num_threads(n if n > 0 else (os.cpu_count() or 1))
+    """Use ``n`` CPU threads (0 = :func:`default_threads`); returns the number in use."""
+    torch.set_num_threads(n if n > 0 else default_threads())
     return torch.get_num_threads()

@@ -20,7 +20,6 @@ import hashlib
 import html as htmllib
 import io
 import logging
-import os
 import re
 import sys
 import time
@@ -33,6 +32,7 @@ from lwta_utils.config.schema import NOTEBOOKS
 from lwta_utils.core.fileio import write_text
 from lwta_utils.core.paths import NOTEBOOKS_DIR
 from lwta_utils.core.provenance import git_sha
+from lwta_utils.core.runtime import default_threads
 
 EXTERNAL_SCRIPT = re.compile(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>\s*', re.I)
 
@@ -266,7 +266,7 @@ def lighten_images(html: str, max_width: int = MAX_IMAGE_WIDTH, budget: int = RE
     coders = {d: _Reencoder(base64.b64decode(matches[i].group(1))) for d, i in first.items()}
     widths = [max_width] + [w for w in WIDTHS if w < max_width]
     # PIL releases the GIL while it resizes, quantizes and encodes: the images are done in parallel
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(max_workers=default_threads()) as pool:
         for width, colours in ((w, c) for w in widths for c in COLOURS):
             encoded = pool.map(_Reencoder.__call__, coders.values(), [width] * len(coders), [colours] * len(coders))
             small = {d: base64.b64encode(png).decode() for d, png in zip(coders, encoded)}
