@@ -15,11 +15,12 @@ def _workers() -> int:
 
 
 # Each worker its share of the cores, and every process it starts (a chain's notebook kernels, a
-# benchmark, a torchrun) the same share through OMP_NUM_THREADS (``core.runtime.default_threads``):
-# more threads than cores makes torch's threads wait on each other (the smoke chain took 3x longer).
+# benchmark, a torchrun) the same share through OMP_NUM_THREADS (torch: ``core.runtime.default_threads``)
+# and NUMBA_NUM_THREADS (the LWTA kernels): more threads than cores makes the OpenMP threads of torch
+# and numba spin waiting on each other (the smoke chain took 3x longer).
 THREADS = max(1, min(2, (os.cpu_count() or 1) // _workers()))
 if _workers() > 1:
-    os.environ["OMP_NUM_THREADS"] = str(THREADS)
+    os.environ["OMP_NUM_THREADS"] = os.environ["NUMBA_NUM_THREADS"] = str(THREADS)
 
 
 @pytest.fixture(autouse=True)

@@ -69,7 +69,8 @@ def test_kernels_import_the_chains_own_package(tmp_path, monkeypatch):
     assert os.environ["PYTHONPATH"] == str(other) and progress.ENV not in os.environ  # restored after
 
 
-def test_console_bars_and_summary(tmp_path):
+def test_console_bars_and_summary(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")  # the bars fit the terminal; pytest-xdist's workers say 80 columns
     path = tmp_path / "progress.json"
     stream = io.StringIO()
     console = Console("bars", stream=stream, poll_s=0.01)
