@@ -195,7 +195,7 @@ DDP_SETS = ["models.relu_std.train.optimizer=sgd", "models.relu_std.train.lr=0.0
             "eval.headline_eps=0.1",
             "eval.attacks=[{name: fgsm, eps: [0.1]}, {name: pgd_linf, eps: [0.1], steps: 5, step_size: 0.05, "
             "random_start: false}, {id: pgd_prefix, name: pgd_linf, eps: [0.2], steps: 5, step_size: 0.05, "
-            "random_start: false, n_examples: 51}, {id: pgd_casc, name: pgd_linf, eps: [0.1], steps: 3, "
+            "random_start: false, n_examples: 31}, {id: pgd_casc, name: pgd_linf, eps: [0.1], steps: 3, "
             "step_size: 0.05, random_start: false}, {id: fgsm_casc, name: fgsm, eps: [0.1]}]",
             "eval.cascade=[fgsm_casc, pgd_casc]"]
 
@@ -226,7 +226,8 @@ def test_two_cpu_processes_match_one(tmp_path):
     r1, r2 = (json.loads((o / "results" / "eval_relu_std.json").read_text())["records"] for o in (one, two))
     assert [(r["attack"], r["eps"], r["n_examples"], r["n_correct"]) for r in r1] == \
         [(r["attack"], r["eps"], r["n_examples"], r["n_correct"]) for r in r2]
-    assert r1[-1]["attack"] == "worst_case" and r1[3]["attack"] == "pgd_prefix" and r1[3]["n_examples"] == 51
+    # an odd prefix of the 50 evaluation digits: shards of 16 and 15
+    assert r1[-1]["attack"] == "worst_case" and r1[3]["attack"] == "pgd_prefix" and r1[3]["n_examples"] == 31
     steps = [(r["attack"], r["n_attacked"], r["attack_params"]["n_fooled"]) for r in r1 if r["cascade_step"]]
     assert steps == [(r["attack"], r["n_attacked"], r["attack_params"]["n_fooled"]) for r in r2 if r["cascade_step"]]
     assert [a for a, _, _ in steps] == ["fgsm_casc", "pgd_casc"]  # the cascade, sharded and merged
