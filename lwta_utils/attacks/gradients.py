@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lwta_utils.config.schema import GRADIENT_MODES
-from lwta_utils.core.runtime import MAX_PASS
+from lwta_utils.core.runtime import max_pass
 from lwta_utils.core.switches import batched_draws_ok, is_stochastic, restore_switches, set_switches
 
 # switches that the gradient pass of each mode sets (restored right after it)
@@ -71,7 +71,7 @@ def eot_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eot_samples: in
     the example). Parameter gradients are left untouched.
 
     The draws are stacked along the batch dimension (one pass of the batch repeated, at most
-    ``MAX_PASS`` images a pass) when every stochastic layer draws per example
+    ``core.runtime.max_pass`` images a pass) when every stochastic layer draws per example
     (``core.switches.batched_draws_ok``); otherwise one pass per draw. Both give the same
     expectation; ``batched`` forces one or the other. A mode whose forward pass differs from the
     model's ('expectation', 'deterministic') judges success with extra forward passes of the model
@@ -81,7 +81,7 @@ def eot_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eot_samples: in
     first iterate one draw happens to misclassify would leave an image most fresh draws classify
     correctly."""
     batched = batched_draws_ok(model) if batched is None else batched
-    k = max(1, min(eot_samples, MAX_PASS // max(len(x), 1))) if batched and eot_samples > 1 else 1
+    k = max(1, min(eot_samples, max_pass(x.device) // max(len(x), 1))) if batched and eot_samples > 1 else 1
     x = x.detach()
     grad = torch.zeros_like(x) if need_grad else None
     total = torch.zeros(len(x), device=x.device)

@@ -6,7 +6,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from lwta_utils.core.runtime import MAX_PASS
+from lwta_utils.core.runtime import max_pass
 from lwta_utils.core.switches import batched_draws_ok, noise_from
 
 
@@ -28,14 +28,14 @@ def draw_logits(model: nn.Module, x: torch.Tensor, draws: int, batch_size: int =
     The stochastic layers draw from ``generator`` (None: torch's global generator), continuing
     across batches, so no two examples share noise. When every stochastic layer draws per example
     (``core.switches.batched_draws_ok``) the draws of a few examples are stacked along the batch
-    dimension (at most ``MAX_PASS`` images a pass), else one pass per draw; ``batched`` forces one
+    dimension (at most ``core.runtime.max_pass`` images a pass), else one pass per draw; ``batched`` forces one
     or the other. A deterministic model needs ``draws`` 1."""
     batched = batched_draws_ok(model) if batched is None else batched
     dev = next(model.parameters()).device
     with noise_from(model, generator) if generator is not None else nullcontext():
         if not batched or draws == 1:
             return torch.stack([predict_logits(model, x, batch_size) for _ in range(draws)])
-        per_pass = max(1, min(batch_size, MAX_PASS // draws))
+        per_pass = max(1, min(batch_size, max_pass(dev) // draws))
         out = []
         for i in range(0, len(x), per_pass):
             xb = x[i:i + per_pass].to(dev)
