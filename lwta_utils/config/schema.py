@@ -655,7 +655,8 @@ class StudyConfig:
     profile: name of the YAML file in ``params/`` this came from.
     seed: global seed of training and attacks.
     device: 'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'.
-    num_threads: CPU threads for torch (0 = all cores).
+    num_threads: CPU threads for torch (0 = OMP_NUM_THREADS when it is set, else every core; see
+        ``core.runtime.default_threads``).
     out_dir: where models/, results/, figures/ and reports/ are written,
         relative to the repository root ('.' = the repository itself).
     compute: see :class:`ComputeConfig` (speed options of training).

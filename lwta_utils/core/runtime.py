@@ -11,8 +11,8 @@ from lwta_utils.core.errors import bad
 
 MAX_PASS = 512  # images per forward pass when several draws of a batch are stacked, on a GPU (memory)
 # On a CPU a pass costs least per image near 128 MNIST digits: on 2 AMD EPYC cores, forward and input
-# gradient of the LWTA CNN 0.46 ms an image at 128, 0.50 at 256, 0.58 at 512; inference 0.18, 0.25,
-# 0.29 ms (larger passes leave the caches; benchmarks/bench_attacks.py times the EOT case)
+# gradient of the LWTA CNN 460 us an image at 128, 500 at 256, 580 at 512; inference 180, 250, 290 us
+# (larger passes leave the caches; benchmarks/bench_attacks.py times the EOT case)
 CPU_PASS = 128
 
 
