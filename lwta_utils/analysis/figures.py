@@ -310,7 +310,7 @@ def plot_adversarial_examples(cfg, names: list[str] | None = None) -> list[plt.F
                     continue
                 adv, pred = d[f"adv_{key}"].astype(np.float32), d[f"pred_{key}"]
                 n = len(pred)
-                tiles = _tiles(ax, d["x"].shape[1:])
+                tiles = _Tiles(ax, d["x"].shape[1:])
                 for k, (want, word) in enumerate(((pred != y[:n], "wrong"), (pred == y[:n], "correct"))):
                     idx = _pick(want, clean_ok[:n])
                     if idx is None:
@@ -330,7 +330,7 @@ def plot_adversarial_examples(cfg, names: list[str] | None = None) -> list[plt.F
     return figs
 
 
-class _tiles:
+class _Tiles:
     """Four images side by side in one axes (clean and adversarial, twice), a gap of one tenth of an
     image between them, each with its title above; grey for one channel, colour for three."""
 

@@ -69,11 +69,16 @@ def _cpuinfo() -> tuple[str | None, frozenset]:
     return model, frozenset(next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), []))
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may use (its affinity where the OS says, else every core)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_description() -> str:
     """'AMD EPYC 9B14, 2 cores (avx2, avx512f, avx512_bf16)': the CPU model, the cores this process
     may use and its speed-relevant flags (Linux's /proc/cpuinfo; elsewhere the platform's name)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cores()
     model, flags = _cpuinfo()
     if model is None:
         return f"{platform.processor() or platform.machine()}, {cores} cores"

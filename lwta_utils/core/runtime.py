@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from lwta_utils.core.errors import bad
+from lwta_utils.core.provenance import usable_cores
 
 MAX_PASS = 512  # images per forward pass when several draws of a batch are stacked, on a GPU (memory)
 # On a CPU a pass costs least per image near 128 MNIST digits: on 2 AMD EPYC cores, forward and input
@@ -48,7 +49,7 @@ def default_threads() -> int:
     share = os.environ.get("OMP_NUM_THREADS", "")
     if share.isdigit() and int(share) > 0:
         return int(share)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return usable_cores()
 
 
 def set_threads(n: int) -> int:

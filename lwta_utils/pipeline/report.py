@@ -232,12 +232,6 @@ class _Reencoder:
         return min((self.raw, full, quantized), key=len)  # the first of equal sizes, as before
 
 
-def _reencode_png(raw: bytes, max_width: int = MAX_IMAGE_WIDTH, colours: int = 256) -> bytes:
-    """``raw`` at most ``max_width`` pixels wide, with ``colours`` colours when that is smaller; the
-    original when nothing is gained (see :class:`_Reencoder`)."""
-    return _Reencoder(raw)(max_width, colours)
-
-
 IMG_TAG = re.compile(r'<img\b[^>]*?src="data:image/png;base64,([A-Za-z0-9+/=\s]+)"[^>]*>', re.I)
 
 
@@ -256,13 +250,15 @@ def unique_styles(html: str) -> str:
 
 
 def lighten_images(html: str, max_width: int = MAX_IMAGE_WIDTH, budget: int = REPORT_BUDGET) -> str:
-    """Re-encode every embedded PNG for the screen (see ``_reencode_png``: 256 colours, or 128 and
-    then 64 and 32, then the same at 1,000, 800 and 640 pixels wide, while the page is over ``budget`` bytes) and embed a figure shown twice only once: the
-    later copy becomes a link to the first."""
+    """Re-encode every embedded PNG for the screen (see ``_Reencoder``: 256 colours, or 128 and
+    then 64 and 32, then the same at 1,000, 800 and 640 pixels wide, while the page is over
+    ``budget`` bytes) and embed a figure shown twice only once: the later copy becomes a link to
+    the first."""
     matches = list(IMG_TAG.finditer(html))
+    digests = [hashlib.sha1(m.group(1).encode()).hexdigest() for m in matches]
     first: dict[str, int] = {}
-    for i, m in enumerate(matches):
-        first.setdefault(hashlib.sha1(m.group(1).encode()).hexdigest(), i)
+    for i, digest in enumerate(digests):
+        first.setdefault(digest, i)
     coders = {d: _Reencoder(base64.b64decode(matches[i].group(1))) for d, i in first.items()}
     widths = [max_width] + [w for w in WIDTHS if w < max_width]
     # PIL releases the GIL while it resizes, quantizes and encodes: the images are done in parallel
@@ -271,8 +267,7 @@ def lighten_images(html: str, max_width: int = MAX_IMAGE_WIDTH, budget: int = RE
             encoded = pool.map(_Reencoder.__call__, coders.values(), [width] * len(coders), [colours] * len(coders))
             small = {d: base64.b64encode(png).decode() for d, png in zip(coders, encoded)}
             out, pos = [], 0
-            for i, m in enumerate(matches):
-                digest = hashlib.sha1(m.group(1).encode()).hexdigest()
+            for i, (m, digest) in enumerate(zip(matches, digests)):
                 out.append(html[pos:m.start()])
                 anchor = f"figure-{first[digest] + 1}"
                 if first[digest] != i:
