@@ -40,7 +40,8 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "note: install Debian's chromium and chromium-driver for the report check (tests/test_report.py)"; fi
 
-test: test-header setup browser
+test: test-header
+	@$(MAKE) --no-print-directory -j2 setup browser   # apt's chromium (when missing) beside pip's install
 	@LWTA_REQUIRE_BROWSER=$$(command -v chromedriver >/dev/null && echo 1 || echo 0) $(PY) -m pytest
 
 test-header:

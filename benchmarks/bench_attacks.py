@@ -57,6 +57,13 @@ def options(p) -> None:
 
 
 EOT_BATCHES = (128, 32, 8)  # a full batch; the few robust digits of a cascade's later attacks
+
+
+def eot_batches(a) -> list[int]:
+    """The EOT case's batches, none larger than ``--batch``."""
+    return sorted({min(b, a.batch) for b in EOT_BATCHES}, reverse=True)
+
+
 EVAL_PGD = "ours, best iterate + early exit"  # the evaluation's PGD (keep 'best'): same steps, stops on fooled inputs
 
 
@@ -194,26 +201,26 @@ def main(argv=None) -> dict:
           f"step {a.step_size}, {a.steps} steps, random start, 1 restart; EOT case: {a.eot} samples")
     out = {"threads": torch.get_num_threads(), "results": {},
            "settings": {"eps": a.eps, "step_size": a.step_size, "steps": a.steps, "restarts": 1, "eot": a.eot,
-                        "random_start": True, "batch": 128, "reps": a.reps},
+                        "random_start": True, "batch": a.batch, "eot_batches": eot_batches(a), "reps": a.reps},
            "skipped": {}, **provenance()}
     for dev_name in a.devices:
         dev = torch.device(dev_name)
-        models, _ = mnist_models(MODELS, dev)
+        models, _ = mnist_models(MODELS, dev, batch=a.batch)
         torch.manual_seed(0)
-        x = torch.rand(128, 1, 28, 28, device=dev)
+        x = torch.rand(a.batch, 1, 28, 28, device=dev)
         for key, model in models.items():
             model.eval()
-            print(f"\nPGD on the mnist_cnn with {LABELS[key]} on {dev_name}, batch 128, {a.reps} interleaved "
+            print(f"\nPGD on the mnist_cnn with {LABELS[key]} on {dev_name}, batch {a.batch}, {a.reps} interleaved "
                   f"repetitions (median ms per attack call):")
             out["results"][f"mnist_cnn_{key}/{dev_name}"] = pgd_case(model, x, a, dev, out["skipped"])
         print(f"\nEOT on the mnist_cnn with LWTA on {dev_name}:")
         out["results"][f"eot/{dev_name}"] = {f"batch_{b}": eot_case(models["lwta"].eval(), a, dev, b)
-                                             for b in EOT_BATCHES}
+                                             for b in eot_batches(a)}
     print("\ntargets: ours / torchattacks <= 0.8 on the ReLU CNN; EOT batched >= 2x faster than looped")
     for dev_name in a.devices:
         ratios = out["results"][f"mnist_cnn_relu/{dev_name}"]["ratios"]
         r, r_eval = ratios.get("ours / torchattacks"), ratios.get("ours (the evaluation's) / torchattacks")
-        e = {b: out["results"][f"eot/{dev_name}"][f"batch_{b}"]["batched_speedup"] for b in EOT_BATCHES}
+        e = {b: out["results"][f"eot/{dev_name}"][f"batch_{b}"]["batched_speedup"] for b in eot_batches(a)}
         print(f"  {dev_name}: ours / torchattacks {r if r is None else round(r, 2)} (last iterate, every step), "
               f"{r_eval if r_eval is None else round(r_eval, 2)} (the evaluation's: best iterate + early exit); "
               f"EOT batched speed-up " + ", ".join(f"{v:.2f} (batch {b})" for b, v in e.items()))

@@ -43,7 +43,7 @@ LWTA_FALLBACKS = {"lwta_eager_kernel": ("eager fallback kernel", None),       # 
                   "lwta_eager_no_numba": ("eager fallback kernel, no numba", without_numba)}
 
 
-def profile_models(profile: str, device, ref: str, memory_format: str = "nchw"):
+def profile_models(profile: str, device, ref: str, memory_format: str = "nchw", batch: int = 128):
     """The profile's models (and the benchmark-only variants) on ``device`` in ``memory_format``,
     their labels, the batch loss, and the context of each variant that needs one."""
     cfg = load_config(profile)
@@ -72,9 +72,9 @@ def profile_models(profile: str, device, ref: str, memory_format: str = "nchw"):
         models[name] = build_model(m, info).to(device, memory_format=fmt)
     labels = {n: (s.label or n) for n, s in specs.items()}
     gen = torch.Generator().manual_seed(0)
-    x = torch.rand(128, info.in_channels, info.image_size, info.image_size, generator=gen).to(device)
+    x = torch.rand(batch, info.in_channels, info.image_size, info.image_size, generator=gen).to(device)
     x = x.contiguous(memory_format=fmt)
-    y = torch.randint(0, info.num_classes, (128,), generator=gen).to(device)
+    y = torch.randint(0, info.num_classes, (batch,), generator=gen).to(device)
     return cfg, models, labels, (lambda mod: F.cross_entropy(mod(x), y)), contexts
 
 
@@ -90,17 +90,17 @@ def main(argv=None) -> dict:
     for f in formats:
         if f not in FORMATS:
             raise bad("--formats", f, f"choose among {', '.join(FORMATS)}")
-    out = {"threads": torch.get_num_threads(), "profile": a.profile, "reference": a.ref, "batch": 128,
+    out = {"threads": torch.get_num_threads(), "profile": a.profile, "reference": a.ref, "batch": a.batch,
            "results": {}, **provenance()}
     for dev_name in a.devices:
         dev = torch.device(dev_name)
         for fmt in formats:
-            _, models, labels, loss_fn, contexts = profile_models(a.profile, dev, a.ref, fmt)
+            _, models, labels, loss_fn, contexts = profile_models(a.profile, dev, a.ref, fmt, a.batch)
             case = {}
             for mode in ("train", "inference"):
                 res, _ = bench(models, loss_fn, a.reps, dev, ref=a.ref, mode=mode, contexts=contexts)
                 what = "training step (forward + backward)" if mode == "train" else "inference pass (no grad)"
-                print_results(f"{a.profile} models on {dev_name}, {fmt}, batch 128, {a.reps} interleaved repetitions, "
+                print_results(f"{a.profile} models on {dev_name}, {fmt}, batch {a.batch}, {a.reps} interleaved repetitions, "
                               f"{what} (median time; median paired ratio [quartiles])", res, ref=a.ref, width=28)
                 case[mode] = res
             case["labels"], case["memory_format"] = labels, fmt

@@ -115,7 +115,7 @@ def summary(out: dict, device: str) -> dict:
                                             "target": TARGETS[name][mode]}
         rows[name] = row
     label = {"lwta": "main (auto)", "lwta_eager": "fallback (eager)", "lwta_eager_no_numba": "fallback, no numba"}
-    print(f"\nLWTA / ReLU, MNIST CNN, batch 128, {device} (median paired ratio [quartiles], target):")
+    print(f"\nLWTA / ReLU, MNIST CNN, batch {out['batch']}, {device} (median paired ratio [quartiles], target):")
     cols = [f"{m}/{f}" for m in ("inference", "train") for f in ("nchw", "channels_last")]
     print("  " + " " * 40 + "".join(f"{c:>26s}" for c in cols))
     for name, row in rows.items():

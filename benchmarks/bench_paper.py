@@ -90,7 +90,7 @@ def main(argv=None) -> dict:
         p.add_argument("--assume-tflops", type=float, default=0.0,
                        help="also project the recipe's wall time at this sustained TFLOP/s (an estimate)")
 
-    a = parse_args(__doc__, argv, reps=3, extra=extra, wrn=False)
+    a = parse_args(__doc__, argv, reps=3, extra=extra, wrn=False, batch=False)  # its own --batch
     paper = load_config("paper")
     train = next(iter(paper.models.values())).train
     if a.attack_steps:

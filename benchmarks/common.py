@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lwta_utils.config import ModelConfig  # noqa: E402
+from lwta_utils.core.errors import bad  # noqa: E402
 from lwta_utils.core.jsonfiles import write_versioned  # noqa: E402
 from lwta_utils.core.provenance import provenance  # noqa: E402
 from lwta_utils.core.runtime import default_threads  # noqa: E402
@@ -44,13 +45,13 @@ def variant_contexts(variants: dict) -> dict:
     return {k: v[2] for k, v in variants.items() if len(v) > 2}
 
 
-def mnist_models(variants: dict, device, memory_format: str = "nchw"):
-    """The MNIST CNN (batch 128, 28 x 28) with each variant's activation, in ``memory_format``
+def mnist_models(variants: dict, device, memory_format: str = "nchw", batch: int = 128):
+    """The MNIST CNN (a batch of ``batch``, 28 x 28) with each variant's activation, in ``memory_format``
     ('nchw' or 'channels_last': the weights and the batch, as ``compute.channels_last`` does)."""
     fmt = FORMATS[memory_format]
     info = DataInfo("mnist", 1, 28, 10, (0.1307,), (0.3081,))
-    x = torch.rand(128, 1, 28, 28, device=device).contiguous(memory_format=fmt)
-    y = torch.randint(0, 10, (128,), device=device)
+    x = torch.rand(batch, 1, 28, 28, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (batch,), device=device)
     models = {}
     for k, (act, opts, *_) in variants.items():
         torch.manual_seed(0)
@@ -58,10 +59,10 @@ def mnist_models(variants: dict, device, memory_format: str = "nchw"):
     return models, lambda m: F.cross_entropy(m(x), y)
 
 
-def wrn_block_models(variants: dict, device, memory_format: str = "nchw"):
-    """One WRN-34-10 block (160 -> 160 channels, 32 x 32, batch 128)."""
+def wrn_block_models(variants: dict, device, memory_format: str = "nchw", batch: int = 128):
+    """One WRN-34-10 block (160 -> 160 channels, 32 x 32, a batch of ``batch``)."""
     fmt = FORMATS[memory_format]
-    x = torch.randn(128, 160, 32, 32, device=device).contiguous(memory_format=fmt)
+    x = torch.randn(batch, 160, 32, 32, device=device).contiguous(memory_format=fmt)
     models = {}
     for k, (act, opts, *_) in variants.items():
         torch.manual_seed(0)
@@ -137,19 +138,25 @@ def print_results(title: str, res: dict, ref: str = "relu", width: int = 24) -> 
               f"[{lo:.2f}, {hi:.2f}] (ratio of medians {r['ratio_of_medians']:.2f})")
 
 
-def parse_args(doc: str, argv=None, reps: int = 25, extra=None, wrn: bool = True):
-    """The shared options (the WRN block's only with ``wrn``); ``extra(parser)`` may add a benchmark's own."""
+def parse_args(doc: str, argv=None, reps: int = 25, extra=None, wrn: bool = True, batch: bool = True):
+    """The shared options (the WRN block's only with ``wrn``; ``--batch`` only with ``batch``: a
+    benchmark may define its own); ``extra(parser)`` may add a benchmark's own."""
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
     if extra:
         extra(p)
     p.add_argument("--device", default="all", choices=["cpu", "cuda", "all"])
     p.add_argument("--reps", type=int, default=reps, help="repetitions for the MNIST CNN")
+    if batch:
+        p.add_argument("--batch", type=int, default=128,
+                       help="inputs per timed call (128; the tests use fewer: the ratios are measured at 128)")
     if wrn:
         p.add_argument("--wrn-reps", type=int, default=3, help="repetitions for the WRN block (slow on CPU)")
         p.add_argument("--no-wrn", action="store_true", help="skip the WRN-34-10 block")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     a = p.parse_args(argv)
+    if getattr(a, "batch", 1) < 1:
+        raise bad("--batch", a.batch, "a positive number of inputs")
     torch.set_num_threads(a.threads or default_threads())
     devices = ["cpu", "cuda"] if a.device == "all" else [a.device]
     if "cuda" in devices and not torch.cuda.is_available():
@@ -166,7 +173,7 @@ def run_cases(a, variants: dict, extra=None, modes=("train",), formats=("nchw",)
     Results are keyed ``case/device`` for mode 'train' in NCHW (as before), else
     ``case/device/mode/format``. ``extra(times)`` may return further named ratios per case.
     """
-    out = {"threads": torch.get_num_threads(), "results": {}, **provenance()}
+    out = {"threads": torch.get_num_threads(), "batch": a.batch, "results": {}, **provenance()}
     contexts = variant_contexts(variants)
     for dev_name in a.devices:
         dev = torch.device(dev_name)
@@ -174,11 +181,11 @@ def run_cases(a, variants: dict, extra=None, modes=("train",), formats=("nchw",)
         cases += [] if getattr(a, "no_wrn", True) else [("wrn34_10_block", wrn_block_models, a.wrn_reps)]
         for case, make, reps in cases:
             for fmt in formats:
-                models, loss_fn = make(variants, dev, fmt)
+                models, loss_fn = make(variants, dev, fmt, a.batch)
                 for mode in modes:
                     res, times = bench(models, loss_fn, reps, dev, mode=mode, contexts=contexts)
                     what = "training step" if mode == "train" else "inference pass"
-                    print_results(f"{case} on {dev_name}, {fmt}, batch 128, {what}, {reps} interleaved repetitions "
+                    print_results(f"{case} on {dev_name}, {fmt}, batch {a.batch}, {what}, {reps} interleaved repetitions "
                                   f"(median time; median paired ratio [quartiles])", res)
                     if extra:
                         res["ratios"] = extra(times)

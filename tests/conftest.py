@@ -42,15 +42,20 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=rank)
 
 
+# The fixtures' split: the smoke profile's with 600 training digits (the profile's chain trains on
+# 300): the fixture models must learn something in 3 epochs (test_attacks, test_train)
+FIXTURE_DATA = {"data.n_train": 600}
+
+
 @pytest.fixture(scope="session")
 def smoke_cfg():
-    return lu.load_config("smoke", out_dir="/tmp/lwta-tests-unused")
+    return lu.load_config("smoke", out_dir="/tmp/lwta-tests-unused", overrides=FIXTURE_DATA)
 
 
 @pytest.fixture
 def cfg(tmp_path):
-    """The smoke profile with outputs in a fresh temporary folder."""
-    return lu.load_config("smoke", out_dir=str(tmp_path / "out"))
+    """The smoke profile (the fixtures' split) with outputs in a fresh temporary folder."""
+    return lu.load_config("smoke", out_dir=str(tmp_path / "out"), overrides=FIXTURE_DATA)
 
 
 @pytest.fixture(scope="session")

@@ -69,6 +69,8 @@ def test_every_registered_attack_is_covered():
 @pytest.mark.parametrize("name", sorted(FAST))
 def test_attack_stays_in_its_ball_and_in_range(trained, batch, name):
     x, y = batch
+    if name == "autoattack":  # the official ensemble: 9 targets and 5,000 Square queries per robust digit
+        x, y = x[:10], y[:10]
     params = _params(name, trained)
     x_adv = run_attack(name, trained, x, y, **params)
     assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
