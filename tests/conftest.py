@@ -42,9 +42,10 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=rank)
 
 
-# The fixtures' split: the smoke profile's with 600 training digits (the profile's chain trains on
-# 300): the fixture models must learn something in 3 epochs (test_attacks, test_train)
-FIXTURE_DATA = {"data.n_train": 600}
+# The fixtures' split: the smoke profile's with 600 training and 200 test digits (the profile's
+# chain: 300 and 100): the fixture models must learn something in 3 epochs (test_attacks,
+# test_train), and the tests attack up to 100 test digits
+FIXTURE_DATA = {"data.n_train": 600, "data.n_test": 200}
 
 
 @pytest.fixture(scope="session")
