@@ -235,6 +235,21 @@ def test_two_cpu_processes_match_one(tmp_path):
     assert all(np.array_equal(c1[k], c2[k]) for k in c1.files)
 
 
+def test_launched_processes_share_the_cores_this_process_may_use(monkeypatch):
+    from lwta_utils.pipeline import launch as launch_module
+
+    monkeypatch.setattr(launch_module, "usable_cores", lambda: 6)  # e.g. a CPU affinity of 6 of 64 cores
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    assert launch_module.threads_per_process(0) == 6 and launch_module.threads_per_process(3) == 3
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert launch_module.threads_per_process(0) == 1  # 6 cores, 4 processes on this node: 1 each
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert launch_module.threads_per_process(0) == 3
+
+
 def test_launch_rejects_bad_arguments_before_any_work(tmp_path):
     for args, needle in ((["--models", "nope"], "'--models' = 'nope'"), (["--stage", "x"], "'--stage' = 'x'"),
                          (["--set", "compute.amp=fp8"], "'compute.amp' = 'fp8'")):

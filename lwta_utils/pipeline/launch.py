@@ -24,17 +24,19 @@ from lwta_utils.config.loading import load_config, parse_set
 from lwta_utils.config.schema import STAGES
 from lwta_utils.core.distributed import init_distributed, launched, shutdown
 from lwta_utils.core.errors import ConfigError
+from lwta_utils.core.provenance import usable_cores
 from lwta_utils.core.runtime import get_device, seed_everything, set_threads
 from lwta_utils.data.splits import load_data
 from lwta_utils.pipeline.steps import evaluate_all, stage_models, train_stage
 
 
 def threads_per_process(num_threads: int) -> int:
-    """``num_threads``, or (0) this machine's cores shared by the processes of this node."""
+    """``num_threads``, or (0) the cores this process may use (its CPU affinity) shared by the
+    processes of this node."""
     if num_threads:
         return num_threads
     local = int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if launched() else 1
-    return max(1, (os.cpu_count() or 1) // local)
+    return max(1, usable_cores() // local)
 
 
 def main(argv: list[str] | None = None) -> int:
