@@ -1,7 +1,7 @@
 """Attack speed, measured side by side in one run: our PGD against foolbox's and torchattacks', and
 EOT batched against looped.
 
-    python benchmarks/bench_attacks.py [--device cpu|cuda|all] [--reps 10] [--threads 0]
+    python benchmarks/bench_attacks.py [--device cpu|cuda|all] [--reps 10] [--threads 0] [--batch 128]
         [--steps 20] [--eps 0.3] [--step-size 0.01] [--eot 20] [--json results/bench_attacks.json]
 
 1. PGD (the target: ours at most 0.8x torchattacks' time, the same steps, the same numbers). On the

@@ -1,6 +1,6 @@
 """Compute overhead of every defense of a profile relative to its ReLU baseline, side by side.
 
-    python benchmarks/bench_defenses.py [--profile default] [--reps 15] [--threads 0]
+    python benchmarks/bench_defenses.py [--profile default] [--reps 15] [--threads 0] [--batch 128]
         [--formats nchw,channels_last] [--device cpu|cuda|all] [--json results/bench_defenses.json]
 
 Builds every model of the profile (its architecture, activation, PNI, WCA head, IBP; random
@@ -100,8 +100,9 @@ def main(argv=None) -> dict:
             for mode in ("train", "inference"):
                 res, _ = bench(models, loss_fn, a.reps, dev, ref=a.ref, mode=mode, contexts=contexts)
                 what = "training step (forward + backward)" if mode == "train" else "inference pass (no grad)"
-                print_results(f"{a.profile} models on {dev_name}, {fmt}, batch {a.batch}, {a.reps} interleaved repetitions, "
-                              f"{what} (median time; median paired ratio [quartiles])", res, ref=a.ref, width=28)
+                print_results(f"{a.profile} models on {dev_name}, {fmt}, batch {a.batch}, {a.reps} interleaved "
+                              f"repetitions, {what} (median time; median paired ratio [quartiles])", res, ref=a.ref,
+                              width=28)
                 case[mode] = res
             case["labels"], case["memory_format"] = labels, fmt
             out["results"][dev_name if fmt == "nchw" else f"{dev_name}/{fmt}"] = case

@@ -1,6 +1,6 @@
 """k-WTA versus ReLU, and our k-WTA versus the official formulation: step times side by side.
 
-    python benchmarks/bench_kwta.py [--device cpu|cuda|all] [--reps 25] [--threads 0]
+    python benchmarks/bench_kwta.py [--device cpu|cuda|all] [--reps 25] [--threads 0] [--batch 128]
         [--wrn-reps 3] [--no-wrn] [--gamma 0.2] [--json results/bench_kwta.json]
 
 For the MNIST CNN (batch 128) and one WRN-34-10 block (160 channels, 32 x 32,

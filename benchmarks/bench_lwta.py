@@ -1,6 +1,6 @@
 """LWTA versus ReLU: training step and inference pass times, measured side by side in one run.
 
-    python benchmarks/bench_lwta.py [--device cpu|cuda|all] [--reps 25] [--threads 0]
+    python benchmarks/bench_lwta.py [--device cpu|cuda|all] [--reps 25] [--threads 0] [--batch 128]
         [--wrn-reps 3] [--no-wrn] [--compiled] [--bf16 auto|on|off] [--json results/bench_lwta.json]
 
 For the MNIST CNN (batch 128, 28 x 28), in NCHW and in channels-last, times

@@ -185,8 +185,8 @@ def run_cases(a, variants: dict, extra=None, modes=("train",), formats=("nchw",)
                 for mode in modes:
                     res, times = bench(models, loss_fn, reps, dev, mode=mode, contexts=contexts)
                     what = "training step" if mode == "train" else "inference pass"
-                    print_results(f"{case} on {dev_name}, {fmt}, batch {a.batch}, {what}, {reps} interleaved repetitions "
-                                  f"(median time; median paired ratio [quartiles])", res)
+                    print_results(f"{case} on {dev_name}, {fmt}, batch {a.batch}, {what}, {reps} interleaved "
+                                  f"repetitions (median time; median paired ratio [quartiles])", res)
                     if extra:
                         res["ratios"] = extra(times)
                         for k, v in res["ratios"].items():
