@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import lwta_utils as lu
+from lwta_utils.core.provenance import usable_cores
 from lwta_utils.models import build_model
 from lwta_utils.training.fit import fit
 
@@ -18,7 +19,7 @@ def _workers() -> int:
 # benchmark, a torchrun) the same share through OMP_NUM_THREADS (torch: ``core.runtime.default_threads``)
 # and NUMBA_NUM_THREADS (the LWTA kernels): more threads than cores makes the OpenMP threads of torch
 # and numba spin waiting on each other (the smoke chain took 3x longer).
-THREADS = max(1, min(2, (os.cpu_count() or 1) // _workers()))
+THREADS = max(1, min(2, usable_cores() // _workers()))
 if _workers() > 1:
     os.environ["OMP_NUM_THREADS"] = os.environ["NUMBA_NUM_THREADS"] = str(THREADS)
 

@@ -7,6 +7,8 @@ saved atomically to ``figures/``.
 """
 from __future__ import annotations
 
+import io
+import sys
 import textwrap
 from pathlib import Path
 
@@ -66,12 +68,14 @@ def save_figure(fig: plt.Figure, path: Path) -> Path:
     """Save ``fig`` as a PNG (atomically); in a notebook with matplotlib's inline backend, show that
     PNG and close the figure, so that the backend does not draw it a second time at the cell's end
     (each draw of a large figure costs about a second)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=FIGURE_DPI, bbox_inches="tight")
+    data = buffer.getvalue()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=FIGURE_DPI, bbox_inches="tight")
+        tmp.write_bytes(data)
     if _inline_backend():
         from IPython.display import Image, display
 
-        data = Path(path).read_bytes()
         width_px = int.from_bytes(data[16:20], "big")  # the PNG header's width
         # shown at the size the inline backend would show the figure (its resolution: figure.dpi)
         display(Image(data=data, width=round(width_px * plt.rcParams["figure.dpi"] / FIGURE_DPI)))
@@ -81,8 +85,6 @@ def save_figure(fig: plt.Figure, path: Path) -> Path:
 
 def _inline_backend() -> bool:
     """Whether figures go to a notebook through matplotlib's inline backend (not in scripts or tests)."""
-    import sys
-
     if "matplotlib_inline" not in sys.modules:
         return False
     import matplotlib
