@@ -22,6 +22,7 @@ from __future__ import annotations
 import compileall
 import importlib
 import os
+import subprocess
 import sys
 import sysconfig
 import time
@@ -29,6 +30,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from lwta_utils.core.provenance import usable_cores
+from lwta_utils.defenses.lwta_kernels import prime_cache
 
 # What the processes of a run and of the test suite import beyond the package itself: the chain and the
 # report (papermill, nbconvert, the report's browser check), the plots (imported on first use), the data
@@ -116,10 +118,6 @@ def warm(modules=MODULES, kernel: str | None = "python3") -> dict:
     kernel) starts, and this process compiles the numba kernels. Then this process imports the
     study's entry points and byte-compiles every environment module it loaded that still has none
     (numba's own, for instance)."""
-    import subprocess
-
-    from lwta_utils.defenses.lwta_kernels import prime_cache
-
     t0 = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-c", _IMPORT_WRITING, *modules], stdout=subprocess.PIPE, text=True)
     try:
