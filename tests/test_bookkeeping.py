@@ -34,7 +34,6 @@ from lwta_utils.pipeline import (
     steps,  # noqa: E402
 )
 from lwta_utils.pipeline.chain import remove_stale_temporaries  # noqa: E402
-from lwta_utils.models import build_model  # noqa: E402
 from lwta_utils.training.fit import fit  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -208,73 +207,6 @@ def test_a_killed_training_leaves_the_previous_checkpoint_and_the_next_run_clean
             assert not list(out.rglob(".tmp-*"))
     (out / "results" / ".tmp-eval_x.json.abc").write_text("{partial")
     assert remove_stale_temporaries(out) >= 1 and not list(out.rglob(".tmp-*"))
-
-
-class _SignalsWhenFinalised:
-    """Raises SIGINT in its finaliser: where Python runs the handler, and loses the KeyboardInterrupt."""
-
-    def __del__(self):
-        signal.raise_signal(signal.SIGINT)
-
-
-def test_ctrl_c_inside_a_finaliser_is_lost_by_python_and_kept_by_deferred_interrupt(monkeypatch):
-    """The cause of a training that ran on after Ctrl-C: a KeyboardInterrupt raised inside a finaliser
-    is printed and dropped. ``deferred_interrupt`` marks SIGINT and raises it at the loop's check, or on
-    leaving the block; a second Ctrl-C raises at once; the handler is restored; an ignored SIGINT stays so."""
-    from lwta_utils.core.interrupt import deferred_interrupt
-
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    lost = []
-    monkeypatch.setattr(sys, "unraisablehook", lambda u: lost.append(u.exc_type))
-    try:
-        _SignalsWhenFinalised()  # Python's default: raised inside __del__, reported, dropped
-        assert lost == [KeyboardInterrupt]
-        with deferred_interrupt() as check:
-            check()  # nothing pending: no effect
-            _SignalsWhenFinalised()
-            assert lost == [KeyboardInterrupt]  # not raised in the finaliser this time
-            with pytest.raises(KeyboardInterrupt):
-                check()
-            check()  # raised once
-            signal.raise_signal(signal.SIGINT)
-            with pytest.raises(KeyboardInterrupt):
-                signal.raise_signal(signal.SIGINT)  # the second Ctrl-C does not wait
-            check()
-        with pytest.raises(KeyboardInterrupt):  # pending when the block ends: raised on leaving it
-            with deferred_interrupt():
-                _SignalsWhenFinalised()
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        with deferred_interrupt() as check:
-            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-            signal.raise_signal(signal.SIGINT)
-            check()
-        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def test_ctrl_c_in_a_finaliser_during_training_stops_it_at_the_next_step(smoke_cfg, splits):
-    m = copy.deepcopy(smoke_cfg.models["relu_std"])
-    m.train.epochs = 50
-
-    class Step(torch.nn.Identity):
-        steps = 0
-
-        def after_step(self):  # fit calls it after every optimiser step
-            Step.steps += 1
-            if Step.steps == 3:
-                _SignalsWhenFinalised()
-
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(build_model(m, splits.info), Step())
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            fit(model, splits, m.train, device=torch.device("cpu"), seed=0, progress=False)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    assert Step.steps == 3
 
 
 # -- reruns and caching ----------------------------------------------------------------------------

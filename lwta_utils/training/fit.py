@@ -53,7 +53,6 @@ from lwta_utils.core.distributed import (
 )
 from lwta_utils.core.errors import bad, check_range
 from lwta_utils.core.fileio import atomic_path
-from lwta_utils.core.interrupt import deferred_interrupt
 from lwta_utils.core.modes import eval_mode
 from lwta_utils.core.paths import display_path
 from lwta_utils.core.progress import progress_bar, status
@@ -341,13 +340,12 @@ def fit(model: nn.Module, splits: Splits, t: TrainConfig, *, device: torch.devic
     if plan and t.epochs <= plan[1]:
         raise bad("train.epochs", t.epochs, f"the gamma schedule reaches gamma {plan[0]:g} at epoch "
                   f"{plan[1] + 1}: train at least that many epochs")
-    with deterministic_algorithms(compute.deterministic, device), deferred_interrupt() as interrupted:
+    with deterministic_algorithms(compute.deterministic, device):
         return _fit(model, splits, t, device=device, seed=seed, desc=desc, progress=progress and ctx.is_main,
-                    compute=compute, ctx=ctx, state_path=state_path, state_key=state_key, plan=plan,
-                    interrupted=interrupted)
+                    compute=compute, ctx=ctx, state_path=state_path, state_key=state_key, plan=plan)
 
 
-def _fit(model, splits, t, *, device, seed, desc, progress, compute, ctx, state_path, state_key, plan, interrupted):
+def _fit(model, splits, t, *, device, seed, desc, progress, compute, ctx, state_path, state_key, plan):
     a, elbo = t.adversarial, t.loss == "elbo"
     post_step = [m for m in model.modules() if callable(getattr(m, "after_step", None))]
     gen = torch.Generator().manual_seed(seed)  # permutation, augmentation, mixed-AT branch: shared
@@ -462,7 +460,6 @@ def _fit(model, splits, t, *, device, seed, desc, progress, compute, ctx, state_
                     and b + 1 < steps_per_epoch:
                 sums.seconds = time.perf_counter() - t0
                 save_state(epoch, b + 1, perm, sums)
-            interrupted()  # Ctrl-C raises here, between steps (core.interrupt)
         loss_sum, correct, kl_sum = sum_across([float(sums.loss), float(sums.correct), float(sums.kl)], ctx, device)
         with eval_mode(model):
             metrics = validation_metric(model, splits, t, device, local_gen, ctx=ctx)
@@ -486,7 +483,6 @@ def _fit(model, splits, t, *, device, seed, desc, progress, compute, ctx, state_
             break  # early stopping: no better selection metric (by min_delta) for `patience` eligible epochs
         if state_path is not None and epoch + 1 < t.epochs:
             save_state(epoch + 1, 0, None, None)
-        interrupted()
     opt.zero_grad(set_to_none=True)
     check_replicas(model, ctx)
     model.load_state_dict(best_state)
