@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import matplotlib
 
@@ -177,6 +178,18 @@ def test_an_interrupted_write_leaves_the_previous_file_and_no_partial_one(traine
     assert not list(tmp_path.glob(".tmp-*"))
 
 
+@contextmanager
+def _ctrl_c_reaches_children():
+    """Processes started inside get SIGINT's default action, as from a terminal. A test run started as
+    a background job of a non-interactive shell (``cmd &``, ``nohup``) ignores SIGINT and its children
+    inherit that: the training then ran on after the signal and the test waited out its timeout."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_a_killed_training_leaves_the_previous_checkpoint_and_the_next_run_cleans_up(tmp_path):
     """SIGINT (Ctrl-C) and SIGKILL in the middle of training: the checkpoint of the previous
     configuration stays byte for byte; after SIGINT no temporary file remains, and the chain
@@ -191,8 +204,9 @@ def test_a_killed_training_leaves_the_previous_checkpoint_and_the_next_run_clean
     for sig in (signal.SIGINT, signal.SIGKILL):
         state = out / "models" / "relu_std.state.pt"
         state.unlink(missing_ok=True)
-        proc = subprocess.Popen([sys.executable, *longer], cwd=ROOT, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        with _ctrl_c_reaches_children():
+            proc = subprocess.Popen([sys.executable, *longer], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
         deadline = time.time() + 120
         while not state.exists() and time.time() < deadline:
             time.sleep(0.05)
