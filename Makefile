@@ -50,7 +50,7 @@ test: test-header
 test-header:
 	@echo "make test: sets up $(VENV) when missing (pip, the package registry only), installs Debian's chromium and"
 	@echo "chromium-driver with apt when they are missing and this runs as root (the report's browser check), then"
-	@echo "runs the test suite with pytest, one worker per core (9 to 11 minutes on 2 CPU cores)."
+	@echo "runs the test suite with pytest, one worker per core (about 9.5 minutes on 2 CPU cores)."
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
