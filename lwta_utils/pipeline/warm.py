@@ -57,7 +57,7 @@ missing = []
 for name in sys.argv[1:]:
     try:
         importlib.import_module(name)
-    except ImportError:
+    except Exception:  # not installed, or not importable here: its bytecode is left to the first import
         missing.append(name)
 print(" ".join(missing))
 """
@@ -113,11 +113,11 @@ def warm(modules=MODULES, kernel: str | None = "python3") -> dict:
     """Write the bytecode of what a run imports and compile the LWTA numba kernels; returns what it
     did (counts and seconds).
 
-    Three things run side by side: a plain interpreter imports ``modules`` and writes their
-    bytecode as it goes (those not installed are skipped), a notebook kernel (``kernel``; None: no
-    kernel) starts, and this process compiles the numba kernels. Then this process imports the
-    study's entry points and byte-compiles every environment module it loaded that still has none
-    (numba's own, for instance)."""
+    A plain interpreter imports ``modules`` and writes their bytecode as it goes (those that do not
+    import are skipped and returned), while this process starts a notebook kernel once (``kernel``;
+    None: no kernel) and compiles the numba kernels. Then this process imports the study's entry
+    points and byte-compiles every environment module it loaded that still has none (numba's own,
+    for instance)."""
     t0 = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-c", _IMPORT_WRITING, *modules], stdout=subprocess.PIPE, text=True)
     try:
@@ -141,8 +141,9 @@ def warm(modules=MODULES, kernel: str | None = "python3") -> dict:
 
 def main() -> None:
     did = warm()
-    note = f"; not installed, skipped: {', '.join(did['missing'])}" if did["missing"] else ""
-    print(f"warm: {did['numba_kernels']} numba kernel(s) compiled into numba's cache in {did['numba_s']:.0f} s, "
+    note = f"; not importable here, skipped: {', '.join(did['missing'])}" if did["missing"] else ""
+    print(f"warm: {did['numba_kernels']} numba kernel(s) in numba's cache (compiled or loaded) "
+          f"in {did['numba_s']:.0f} s, "
           f"beside the imports that write the environment's bytecode ({did['imports_s']:.0f} s); then "
           f"{did['compiled']} more module(s) byte-compiled in {did['compile_s']:.0f} s{note}")
 
