@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import compileall
 import importlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -96,17 +97,14 @@ def compile_files(files: list[str], workers: int | None = None) -> int:
 
 
 def warm_kernel(kernel: str = "python3") -> None:
-    """Start a notebook kernel once with bytecode writing on, so that it writes the bytecode of
-    what a kernel imports at start (ipykernel, IPython, debugpy, zmq, tornado)."""
+    """Start a notebook kernel once (until it answers) with bytecode writing on, so that it writes
+    the bytecode of what a kernel imports at start (ipykernel, IPython, debugpy, zmq, tornado)."""
     from jupyter_client.manager import start_new_kernel
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     manager, client = start_new_kernel(kernel_name=kernel, env=env)
-    try:
-        client.execute_interactive("import matplotlib_inline.backend_inline", timeout=120)
-    finally:
-        client.stop_channels()
-        manager.shutdown_kernel(now=True)
+    client.stop_channels()
+    manager.shutdown_kernel(now=True)
 
 
 def warm(modules=MODULES, kernel: str | None = "python3") -> dict:
