@@ -22,10 +22,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name lwta-study --display-name "Python (lwta-study)"
 	touch $@
 
-# Write the bytecode of the modules a run imports and compile the LWTA numba kernels into numba's disk
+# Write the bytecode of the modules a run imports and compile the numba kernels (LWTA, k-WTA) into numba's disk
 # cache (about 40 s on 2 cores, once; again when the kernel file changes), so that no run starts by
 # compiling them (lwta_utils/pipeline/warm.py)
-$(VENV)/.warm: $(VENV)/.installed lwta_utils/defenses/lwta_kernels.py lwta_utils/pipeline/warm.py
+$(VENV)/.warm: $(VENV)/.installed lwta_utils/defenses/lwta_kernels.py lwta_utils/defenses/kwta.py lwta_utils/pipeline/warm.py
 	$(PY) -m lwta_utils.pipeline.warm
 	touch $@
 

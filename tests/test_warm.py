@@ -53,3 +53,22 @@ def test_the_importing_interpreter_writes_bytecode_and_names_what_is_missing(tmp
     assert proc.stdout.split() == ["no_such_module_here"]
     assert len(list(pkg.rglob("*.pyc"))) == 2
 
+
+
+def test_the_primed_kwta_kernel_is_the_one_the_layer_calls():
+    """The warm step compiles the k-WTA numba kernel for the types the layer passes it (a fresh
+    clone's smoke chain compiled it for 20 s before): a layer's call compiles nothing more."""
+    import torch
+
+    from lwta_utils.defenses import kwta
+
+    kernel = kwta._numba_kwta()
+    assert set(kwta.prime_cache()) == {"kwta_rows"}
+    primed = list(kernel.signatures)
+    assert len(primed) == 1 and kernel.stats.cache_path
+    layer = kwta.KWTA(gamma=0.2, kernel="numba")
+    for x in (torch.randn(3, 4, 5, 5), torch.randn(3, 4, 5, 5).to(memory_format=torch.channels_last),
+              torch.randn(3, 10)):
+        x.requires_grad_(True)
+        layer(x).sum().backward()
+    assert list(kernel.signatures) == primed

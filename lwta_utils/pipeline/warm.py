@@ -12,8 +12,10 @@ compiled LWTA kernels.
   on some CI machines): then every process would compile those modules again. Nothing is
   written beside the project's own modules. A module first imported later (a rare code path) is
   compiled as Python does by default: on import.
-- numba. The LWTA kernels are compiled into numba's disk cache (``lwta_kernels.prime_cache``:
-  5-10 s a kernel on a small CPU, where a cached one loads in well under a second).
+- numba. The LWTA kernels and the k-WTA kernel are compiled into numba's disk cache
+  (``lwta_kernels.prime_cache``, ``kwta.prime_cache``: 5-20 s a kernel on a small CPU, where a
+  cached one loads in well under a second; the k-WTA kernel alone took 20 s in every fresh clone's
+  smoke chain before it was primed here).
 
     python -m lwta_utils.pipeline.warm        # says what it compiled and how long it took
 """
@@ -31,7 +33,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from lwta_utils.core.provenance import usable_cores
-from lwta_utils.defenses.lwta_kernels import prime_cache
+from lwta_utils.defenses import kwta, lwta_kernels
 
 # What the processes of a run and of the test suite import beyond the package itself: the chain and the
 # report (papermill, nbconvert, the report's browser check), the plots (imported on first use), the data
@@ -108,7 +110,7 @@ def warm_kernel(kernel: str = "python3") -> None:
 
 
 def warm(modules=MODULES, kernel: str | None = "python3") -> dict:
-    """Write the bytecode of what a run imports and compile the LWTA numba kernels; returns what it
+    """Write the bytecode of what a run imports and compile the numba kernels (LWTA, k-WTA); returns what it
     did (counts and seconds).
 
     A plain interpreter imports ``modules`` and writes their bytecode as it goes (those that do not
@@ -121,7 +123,7 @@ def warm(modules=MODULES, kernel: str | None = "python3") -> dict:
     try:
         if kernel:
             warm_kernel(kernel)
-        numba = prime_cache()
+        numba = {**lwta_kernels.prime_cache(), **kwta.prime_cache()}
         t1 = time.perf_counter()
         missing = child.communicate()[0].split()
     finally:
