@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Write the bytecode of the modules a run imports and compile the numba kernels (LWTA, k-WTA) into numba's disk
-# cache (about 40 s on 2 cores, once; again when the kernel file changes), so that no run starts by
+# cache (about 35 s on 2 cores, once; again when a kernel file changes), so that no run starts by
 # compiling them (lwta_utils/pipeline/warm.py)
 $(VENV)/.warm: $(VENV)/.installed lwta_utils/defenses/lwta_kernels.py lwta_utils/defenses/kwta.py lwta_utils/pipeline/warm.py
 	$(PY) -m lwta_utils.pipeline.warm
@@ -50,7 +50,7 @@ test: test-header
 test-header:
 	@echo "make test: sets up $(VENV) when missing (pip, the package registry only), installs Debian's chromium and"
 	@echo "chromium-driver with apt when they are missing and this runs as root (the report's browser check), then"
-	@echo "runs the test suite with pytest, one worker per core (about 9.5 minutes on 2 CPU cores)."
+	@echo "runs the test suite with pytest, one worker per core (about 7.5 minutes on 2 CPU cores)."
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
