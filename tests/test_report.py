@@ -127,6 +127,22 @@ def test_images_are_lightened_for_the_screen():
     assert Image.open(io.BytesIO(base64.b64decode(re.search(r"base64,([^\"]+)", tight).group(1)))).width == 640
 
 
+def test_a_grey_image_keeps_its_full_colour_encoding_where_that_is_the_smallest():
+    """The full-colour encoding is tried only where a quick one comes close (report._Reencoder): a grey
+    image's is smaller than its 256-colour palette version (no palette to store), and still chosen."""
+    from PIL import Image
+
+    from lwta_utils.pipeline import report
+
+    grey = Image.fromarray((np.add.outer(np.arange(90), np.arange(120)) % 256).astype(np.uint8), mode="L")  # a ramp
+    buf = io.BytesIO()
+    grey.save(buf, format="PNG", compress_level=0)  # an original larger than any re-encoding
+    full = report._png(grey)
+    quantized = report._png(grey.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE))
+    assert len(full) < len(quantized) < len(buf.getvalue())
+    assert report._Reencoder(buf.getvalue())() == full
+
+
 def test_repeated_style_blocks_are_embedded_once():
     from lwta_utils.pipeline.report import unique_styles
 
