@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lwta_utils.core.conv import Conv2d
 from lwta_utils.core.errors import bad, check_range
 from lwta_utils.core.switches import Switchable, maybe_switches
 from lwta_utils.defenses.lwta import LWTA, PHASES
@@ -171,8 +172,9 @@ class IBPLinear(nn.Linear):
         return F.linear(x, self.weight * self.gate.weight_mask(self.weight), self.bias)
 
 
-class IBPConv2d(nn.Conv2d):
-    """nn.Conv2d whose kernels are multiplied by stick-breaking utility indicators (one per block of U kernels)."""
+class IBPConv2d(Conv2d):
+    """nn.Conv2d (``core.conv.Conv2d``) whose kernels are multiplied by stick-breaking utility indicators (one
+    per block of U kernels)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, U: int = 2,
                  ibp_options: dict | None = None, **conv_kwargs):

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lwta_utils.core.conv import Conv2d
 from lwta_utils.core.errors import check_choice, check_range
 from lwta_utils.core.switches import Switchable
 
@@ -43,8 +44,8 @@ def weight_noise(w: torch.Tensor, alpha: torch.Tensor, generator: torch.Generato
     return w + alpha * torch.randn(w.shape, generator=generator, dtype=w.dtype, device=w.device) * std
 
 
-class PNIConv2d(nn.Conv2d, Switchable):
-    """``nn.Conv2d`` whose weight carries parametric Gaussian noise (PNI-W)."""
+class PNIConv2d(Conv2d, Switchable):
+    """``nn.Conv2d`` (``core.conv.Conv2d``) whose weight carries parametric Gaussian noise (PNI-W)."""
 
     SWITCHES = {"stochastic": (True, False)}
     per_example_noise = False  # one weight noise per forward pass, shared by the batch
