@@ -68,10 +68,11 @@ def test_device_auto_is_cpu_without_cuda():
 
 @pytest.mark.parametrize("first", ["plain", "pni", "ibp"])
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
-def test_the_one_channel_input_gradient_path_gives_nn_conv2ds_gradients(first, fmt):
+def test_the_one_channel_input_gradient_path_gives_nn_conv2ds_gradient(first, fmt):
     """core.conv.Conv2d (the MNIST CNN's first layer, plain, PNI-W or IBP-gated) computes the input's
-    gradient by a product and a fold: the same gradients as nn.Conv2d's backward, within float rounding,
-    and the weights' and bias's exactly; a deterministic model, so both runs see the same network."""
+    gradient by a product and a fold where it is the only gradient asked for (the parameters' switched
+    off, as in an attack): the same gradient as nn.Conv2d's backward, within float rounding. With the
+    parameters' gradients on (training, a library's attack), nn.Conv2d's own path."""
     from lwta_utils.core.conv import Conv2d
 
     cfg = {"plain": ModelConfig(arch="mnist_cnn", activation="relu"),
@@ -82,19 +83,23 @@ def test_the_one_channel_input_gradient_path_gives_nn_conv2ds_gradients(first, f
     conv = model.net[1]
     assert isinstance(conv, Conv2d) and conv.in_channels == 1
     x, y = torch.rand(6, 1, 28, 28).contiguous(memory_format=fmt), torch.randint(0, 10, (6,))
-    cls = type(conv)
+    taken = []
+    fold_path = conv._fold_path
 
-    def grads(fast: bool):
-        conv._fold_path = (lambda _x: False) if not fast else cls._fold_path.__get__(conv)
+    def grad(fast: bool):
+        conv._fold_path = lambda *a: taken.append(fold_path(*a)) or (fast and taken[-1])
         torch.manual_seed(1)  # the same draws (PNI's noise, IBP's and LWTA's samples) in both runs
-        model.zero_grad()
         xx = x.clone().requires_grad_(True)
         torch.nn.functional.cross_entropy(model(xx), y).backward()
-        return xx.grad, [p.grad.clone() for p in conv.parameters() if p.grad is not None]
+        return xx.grad
 
-    (gx, gp), (rx, rp) = grads(True), grads(False)
+    model.requires_grad_(False)
+    fast, reference = grad(True), grad(False)
+    assert taken == [True, True]
+    torch.testing.assert_close(fast, reference, rtol=1e-4, atol=1e-7)
+    model.requires_grad_(True)
+    grad(True)
+    assert taken[-1] is False and conv.weight.grad is not None  # training's path: nn.Conv2d's own
     del conv._fold_path
-    assert conv._fold_path(x.requires_grad_(True)) and not conv._fold_path(x.detach())
-    torch.testing.assert_close(gx, rx, rtol=1e-4, atol=1e-7)
-    assert len(gp) == len(rp) >= 2 and all(torch.equal(a, b) for a, b in zip(gp, rp))
-    assert not model.net[5]._fold_path(torch.rand(2, 32, 14, 14, requires_grad=True))  # 32 input channels
+    assert not model.net[5]._fold_path(torch.rand(2, 32, 14, 14, requires_grad=True), model.net[5].weight.detach(),
+                                       None)  # 32 input channels
