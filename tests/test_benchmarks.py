@@ -17,6 +17,8 @@ BENCHMARKS = {
                          "EOT 3, batch 8"),
     "bench_defenses.py": ("relu_std", "lwta_std", "kwta_std", "pni_pgdat", "wca", "sparta_pgdat",
                           "kwta_official_kernel"),
+    "bench_training.py": ("relu", "relu_grads_on", "lwta", "lwta_grads_on", "relu: grads off / on",
+                          "lwta: grads off / on"),
     "bench_paper.py": ("relu_fp32", "relu_bf16_cl", "lwta_fp32", "lwta_bf16_cl", "relu: ",
                        "full recipe, lwta_bf16_cl"),  # --bf16 on: every variant, whatever the CPU
 }
@@ -24,6 +26,7 @@ BENCHMARKS = {
 ARGS = {"bench_lwta.py": ["--no-wrn", "--bf16", "on", "--batch", "16"], "bench_kwta.py": ["--no-wrn", "--batch", "16"],
         "bench_defenses.py": ["--profile", "smoke", "--batch", "16"],
         "bench_attacks.py": ["--steps", "3", "--eot", "3", "--batch", "16"],
+        "bench_training.py": ["--steps", "2", "--batch", "8"],
         "bench_paper.py": ["--batch", "2", "--width", "1", "--attack-steps", "1", "--bf16", "on"]}
 
 

@@ -202,8 +202,21 @@ def test_training_inputs_stay_in_the_ball_and_pixel_range(trained, splits, metho
     x, y = splits.x_val[:16], splits.y_val[:16]
     a = AdversarialConfig(method=method, eps=0.3, steps=3, step_size=0.1, label="predicted", noise_std=0.3,
                           cw_c=10.0, cw_steps=30, cw_lr=0.1)  # CW strong enough to move (the Paris-Dauphine study's barely does)
-    x_adv, branch = training_inputs(trained, x, y, a, 0.3, torch.Generator().manual_seed(0))
+    flags = [p.requires_grad for p in trained.parameters()]
+    seen = []  # no parameter requires a gradient in the attack's passes (core.conv's input-gradient path)
+
+    def spy(module, inputs):
+        if torch.is_grad_enabled():
+            seen.append(any(p.requires_grad for p in module.parameters()))
+    hook = trained.register_forward_pre_hook(spy)
+    try:
+        x_adv, branch = training_inputs(trained, x, y, a, 0.3, torch.Generator().manual_seed(0))
+    finally:
+        hook.remove()
     assert branch == {"gaussian": "noise"}.get(method, method)
+    assert [p.requires_grad for p in trained.parameters()] == flags and any(flags)
+    assert all(p.grad is None for p in trained.parameters())
+    assert (len(seen) > 0) == (method != "gaussian") and not any(seen)
     assert x_adv.min() >= 0 and x_adv.max() <= 1
     if method != "gaussian":
         assert (x_adv - x).abs().max() <= 0.3 + 1e-6

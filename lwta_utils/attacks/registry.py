@@ -21,6 +21,7 @@ from torch import nn
 
 from lwta_utils.config.schema import APPLIES_TO, GRADIENT_MODES
 from lwta_utils.core.errors import bad, check_choice, check_range
+from lwta_utils.core.modes import input_grads_only
 from lwta_utils.core.registry import ATTACKS
 from lwta_utils.core.switches import get_switches, restore_switches
 
@@ -114,19 +115,17 @@ def preserved(model: nn.Module) -> Iterator[nn.Module]:
     CUDA) RNG state. Inside the block the parameters do not require gradients."""
     modes = {m: m.training for m in model.modules()}
     saved = get_switches(model)
-    grads = {p: (p.requires_grad, p.grad) for p in model.parameters()}
+    grads = {p: p.grad for p in model.parameters()}
     devices = [p.device for p in model.parameters() if p.device.type == "cuda"][:1]
     with torch.random.fork_rng(devices=devices):
         try:
-            for p in grads:  # attacks need input gradients only (libraries that call backward() fill no .grad)
-                p.requires_grad_(False)
-            yield model
+            with input_grads_only(model):  # attacks need input gradients only (libraries' backward() fills no .grad)
+                yield model
         finally:
             for m, mode in modes.items():
                 m.training = mode
             restore_switches(saved)
-            for p, (flag, grad) in grads.items():
-                p.requires_grad_(flag)
+            for p, grad in grads.items():
                 p.grad = grad
 
 

@@ -22,6 +22,23 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 @contextmanager
+def input_grads_only(model: nn.Module) -> Iterator[nn.Module]:
+    """No parameter requires a gradient inside the block; each one's flag restored after.
+
+    An attack needs the input's gradient only. The autograd engine skips the weights'
+    gradients either way, but a custom autograd function (``core.conv.Conv2d``'s input-gradient
+    path) can only see ``requires_grad``, so this is what lets it take its faster path."""
+    flags = {p: p.requires_grad for p in model.parameters()}
+    try:
+        for p in flags:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+
+
+@contextmanager
 def memory_format(model: nn.Module, channels_last: bool) -> Iterator[nn.Module]:
     """The model's 4-d weights in the channels-last memory format inside the block (when
     ``channels_last``; faster convolutions on the CPU), contiguous again after it."""

@@ -53,7 +53,7 @@ from lwta_utils.core.distributed import (
 )
 from lwta_utils.core.errors import bad, check_range
 from lwta_utils.core.fileio import atomic_path
-from lwta_utils.core.modes import eval_mode
+from lwta_utils.core.modes import eval_mode, input_grads_only
 from lwta_utils.core.paths import display_path
 from lwta_utils.core.progress import progress_bar, status
 from lwta_utils.core.provenance import native_bf16
@@ -187,7 +187,7 @@ def validation_metric(model: nn.Module, splits: Splits, t: TrainConfig, device: 
     if t.select_metric == "pgd":
         a = t.adversarial
         step = t.val_attack_step_factor * a.eps / t.val_attack_steps
-        with eval_mode(model):
+        with eval_mode(model), input_grads_only(model):
             adv = torch.cat([pgd_linf(model, x[i:i + batch_size], y[i:i + batch_size], eps=a.eps, step_size=step,
                                       steps=t.val_attack_steps, generator=generator, keep="last")
                              for i in range(0, len(x), batch_size)])

@@ -21,7 +21,7 @@ from torch import nn
 from lwta_utils.attacks.cw import cw_l2
 from lwta_utils.attacks.pgd import fgsm, pgd_linf
 from lwta_utils.config.schema import MIXED_SLOTS
-from lwta_utils.core.modes import eval_mode
+from lwta_utils.core.modes import eval_mode, input_grads_only
 
 
 def draw_branch(a, generator: torch.Generator | None = None) -> str:
@@ -58,7 +58,7 @@ def training_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, a, eps: 
     if branch == "noise":
         return gaussian_noise(x, a.noise_std, generator), branch
     target = attack_targets(model, x, y, a.label)
-    with eval_mode(model):
+    with eval_mode(model), input_grads_only(model):
         return BRANCHES[branch](model, x, target, a, eps, generator), branch
 
 
