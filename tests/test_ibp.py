@@ -67,6 +67,23 @@ def test_bernoulli_and_winner_kl_are_nonnegative_and_match_monte_carlo():
     assert float(kl_categorical_uniform(torch.zeros(2, 4, 3))) == pytest.approx(0.0, abs=1e-6)
 
 
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_the_pair_winner_kl_in_closed_form_is_the_softmax_one(fmt):
+    """U = 2 takes a closed form on h_a - h_b: the same KL and the same gradient as the softmax over
+    the block view (values from -30 to 30: both tails), on a conv layer's blocks in both layouts."""
+    torch.manual_seed(3)
+    h = (torch.randn(4, 8, 5, 5) * 10).clamp(-30, 30).contiguous(memory_format=fmt).requires_grad_()
+    hv = h.view(4, 4, 2, 5, 5)                                                # as LWTA.blocks: no copy
+    kl = kl_categorical_uniform(hv)
+    (g,) = torch.autograd.grad(kl, h)
+    logq = torch.log_softmax(hv.double(), dim=2)
+    ref = (logq.exp() * (logq + math.log(2))).sum(2).flatten(1).sum(1).mean()
+    (g_ref,) = torch.autograd.grad(ref, h)
+    torch.testing.assert_close(kl.double(), ref, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-6)
+    assert float(kl_categorical_uniform(torch.zeros(2, 3, 2))) == pytest.approx(0.0, abs=1e-6)
+
+
 def test_gate_training_draws_and_test_threshold():
     gate = IBPGate(K=4, J=3, U=2, kind="dense")
     with torch.no_grad():
